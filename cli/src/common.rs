@@ -1,0 +1,110 @@
+//! What every command shares: global options, errors and exit codes, JSON output, progress bars,
+//! and Ctrl-C handling.
+
+use clap::Args;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Options every command takes.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seed of every random draw; the same seed gives the same output.
+    #[arg(long, global = true, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Print one JSON object on stdout (human text goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars or human-readable messages.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// An error with its exit code: 1 for runtime failures, 2 for usage errors.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    /// A usage error (exit code 2).
+    pub fn usage(m: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: m.into(),
+        }
+    }
+    /// A runtime failure (exit code 1).
+    pub fn runtime(m: impl Into<String>) -> Self {
+        CliError {
+            code: 1,
+            message: m.into(),
+        }
+    }
+}
+
+impl From<diffinv_cpu::Error> for CliError {
+    fn from(e: diffinv_cpu::Error) -> Self {
+        CliError::runtime(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CliError>;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+impl Global {
+    /// Sets up the thread pool and Ctrl-C handling.
+    pub fn init(&self) -> Result<()> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                return Err(CliError::usage("--threads must be at least 1"));
+            }
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .map_err(|e| CliError::runtime(format!("cannot start {n} threads: {e}")))?;
+        }
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::Relaxed) {
+                // A second Ctrl-C stops at once (temporary files are cleaned by the atomic writers).
+                std::process::exit(130);
+            }
+            eprintln!("\ndiffinv: interrupted; stopping after the current step");
+        });
+        Ok(())
+    }
+
+    /// The number of worker threads in use.
+    pub fn threads_in_use(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
+    /// Prints a human message on stderr unless quiet.
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Prints `v` as JSON on stdout when `--json`.
+    pub fn emit_json(&self, v: &serde_json::Value) {
+        if self.json {
+            println!("{v}");
+        }
+    }
+}
+
+/// The peak resident set size of this process in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

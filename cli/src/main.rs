@@ -1,0 +1,34 @@
+//! `diffinv`: diffusion-model image restoration on the command line (see `docs/cli.md`).
+
+mod cmd;
+mod common;
+
+use clap::Parser;
+use common::{CliError, Global};
+
+/// Restore and generate images with diffusion models on CPUs.
+#[derive(Parser)]
+#[command(name = "diffinv", version, about, long_about = None, after_help = cmd::EXAMPLES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("diffinv: error: {}", e.message);
+            e.code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    cli.global.init()?;
+    cmd::run(cli.command, &cli.global)
+}

@@ -1,0 +1,106 @@
+//! The forward process and the conversions between `x_0`, `eps` and the score (methods.md §2-3),
+//! as functions over caller-provided slices. Scalars come in as f64 and are rounded once.
+
+use crate::float::Float;
+use crate::schedule::StepCoefs;
+
+#[inline]
+fn check(a: usize, b: usize, what: &str) {
+    assert!(a == b, "{what}: slice lengths differ ({a} vs {b})");
+}
+
+/// `x_t = sqrt(abar) x_0 + sqrt(1 - abar) z`.
+pub fn q_sample<F: Float>(x0: &[F], noise: &[F], abar: f64, out: &mut [F]) {
+    check(x0.len(), noise.len(), "q_sample");
+    check(x0.len(), out.len(), "q_sample");
+    let a = F::from_f64(libm::sqrt(abar));
+    let s = F::from_f64(libm::sqrt(1.0 - abar));
+    for ((o, &x), &z) in out.iter_mut().zip(x0).zip(noise) {
+        *o = a * x + s * z;
+    }
+}
+
+/// The model's estimate of `x_0`: `sqrt(1/abar) x_t - sqrt(1/abar - 1) eps` (guided-diffusion's
+/// form, equal to `(x_t - sqrt(1 - abar) eps)/sqrt(abar)`), clipped to [-1, 1] when `clip`.
+pub fn predict_x0<F: Float>(x_t: &[F], eps: &[F], c: &StepCoefs, clip: bool, out: &mut [F]) {
+    check(x_t.len(), eps.len(), "predict_x0");
+    check(x_t.len(), out.len(), "predict_x0");
+    let a = F::from_f64(c.sqrt_recip_abar());
+    let b = F::from_f64(c.sqrt_recipm1_abar());
+    for ((o, &x), &e) in out.iter_mut().zip(x_t).zip(eps) {
+        let v = a * x - b * e;
+        *o = if clip { v.clamp_to(-F::ONE, F::ONE) } else { v };
+    }
+}
+
+/// `eps = (sqrt(1/abar) x_t - x_0)/sqrt(1/abar - 1)`, the noise that explains `x_t` given `x_0`.
+pub fn eps_from_x0<F: Float>(x_t: &[F], x0: &[F], c: &StepCoefs, out: &mut [F]) {
+    check(x_t.len(), x0.len(), "eps_from_x0");
+    check(x_t.len(), out.len(), "eps_from_x0");
+    let a = F::from_f64(c.sqrt_recip_abar());
+    let inv_b = F::from_f64(1.0 / c.sqrt_recipm1_abar());
+    for ((o, &x), &x0) in out.iter_mut().zip(x_t).zip(x0) {
+        *o = (a * x - x0) * inv_b;
+    }
+}
+
+/// The score `grad log p(x_t) = -eps/sqrt(1 - abar)`.
+pub fn score_from_eps<F: Float>(eps: &[F], abar: f64, out: &mut [F]) {
+    check(eps.len(), out.len(), "score_from_eps");
+    let s = F::from_f64(-1.0 / libm::sqrt(1.0 - abar));
+    for (o, &e) in out.iter_mut().zip(eps) {
+        *o = s * e;
+    }
+}
+
+/// The posterior mean `coef1 x_0 + coef2 x_t` of `q(x_{t-1} | x_t, x_0)`.
+pub fn posterior_mean<F: Float>(x0: &[F], x_t: &[F], c: &StepCoefs, out: &mut [F]) {
+    check(x0.len(), x_t.len(), "posterior_mean");
+    check(x0.len(), out.len(), "posterior_mean");
+    let c1 = F::from_f64(c.coef1);
+    let c2 = F::from_f64(c.coef2);
+    for ((o, &a), &b) in out.iter_mut().zip(x0).zip(x_t) {
+        *o = c1 * a + c2 * b;
+    }
+}
+
+/// The learned-range log-variance of one element: `frac log(beta) + (1 - frac) logvar_clipped`,
+/// `frac = (v + 1)/2`.
+#[inline]
+pub fn learned_range_log_variance<F: Float>(v: F, c: &StepCoefs) -> F {
+    let max_log = F::from_f64(libm::log(c.beta));
+    let min_log = F::from_f64(c.posterior_log_variance_clipped);
+    let frac = (v + F::ONE) * F::from_f64(0.5);
+    frac * max_log + (F::ONE - frac) * min_log
+}
+
+/// `out = mean + exp(logvar/2) z` with a fixed log-variance; `z = None` adds no noise (step 0).
+pub fn sample_fixed<F: Float>(mean: &[F], log_variance: f64, z: Option<&[F]>, out: &mut [F]) {
+    check(mean.len(), out.len(), "sample_fixed");
+    match z {
+        None => out.copy_from_slice(mean),
+        Some(z) => {
+            check(mean.len(), z.len(), "sample_fixed");
+            let s = F::from_f64(libm::exp(0.5 * log_variance));
+            for ((o, &m), &z) in out.iter_mut().zip(mean).zip(z) {
+                *o = m + s * z;
+            }
+        }
+    }
+}
+
+/// `out = mean + exp(logvar(v)/2) z` with the learned-range variance from the model's `v`.
+pub fn sample_learned_range<F: Float>(mean: &[F], v: &[F], c: &StepCoefs, z: Option<&[F]>, out: &mut [F]) {
+    check(mean.len(), out.len(), "sample_learned_range");
+    check(mean.len(), v.len(), "sample_learned_range");
+    match z {
+        None => out.copy_from_slice(mean),
+        Some(z) => {
+            check(mean.len(), z.len(), "sample_learned_range");
+            let half = F::from_f64(0.5);
+            for (((o, &m), &v), &z) in out.iter_mut().zip(mean).zip(v).zip(z) {
+                *o = m + (half * learned_range_log_variance(v, c)).exp() * z;
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The sampler and solver loops (methods.md §4, §5, §7, §8, §9, §11), written once against
+//! [`Backend`] and [`Operator`], so the same loop drives the CPU and the CUDA backend.
+//!
+//! Every loop walks a [`Chain`] from a start index down to 0, calls `monitor` after every step
+//! (returning `false` cancels), and stops with [`SampleError::NonFinite`] or
+//! [`SampleError::Diverged`] instead of producing a black image when the iterate blows up.
+
+use crate::backend::{Backend, Operator};
+use crate::rng::NoiseStream;
+use crate::schedule::{Chain, StepCoefs, VarianceKind};
+use crate::update::{ald_weight, diffpir_rho};
+
+/// Iterates larger than this (in [-1, 1] image units) are treated as divergence.
+pub const DIVERGENCE_LIMIT: f64 = 1.0e3;
+
+/// Observes a running loop.
+pub trait Monitor {
+    /// Called after step `done` of `total`; return `false` to cancel the run.
+    fn step(&mut self, done: usize, total: usize) -> bool;
+}
+
+impl Monitor for () {
+    fn step(&mut self, _: usize, _: usize) -> bool {
+        true
+    }
+}
+
+impl<F: FnMut(usize, usize) -> bool> Monitor for F {
+    fn step(&mut self, done: usize, total: usize) -> bool {
+        self(done, total)
+    }
+}
+
+/// Why a loop stopped early.
+#[derive(Debug)]
+pub enum SampleError<E> {
+    /// The backend failed.
+    Backend(E),
+    /// The iterate holds a NaN or an infinity.
+    NonFinite {
+        /// The method that was running.
+        method: &'static str,
+        /// The original timestep of the step.
+        t: usize,
+    },
+    /// The iterate grew past [`DIVERGENCE_LIMIT`].
+    Diverged {
+        /// The method that was running.
+        method: &'static str,
+        /// The original timestep of the step.
+        t: usize,
+        /// The largest |x| seen.
+        max_abs: f64,
+    },
+    /// The monitor asked to stop.
+    Cancelled,
+    /// A parameter is out of its range.
+    BadParameter(&'static str),
+}
+
+impl<E> From<E> for SampleError<E> {
+    fn from(e: E) -> Self {
+        SampleError::Backend(e)
+    }
+}
+
+impl<E: core::fmt::Display> core::fmt::Display for SampleError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SampleError::Backend(e) => write!(f, "{e}"),
+            SampleError::NonFinite { method, t } => {
+                write!(f, "{method}: the iterate became NaN or infinite at step t={t}")
+            }
+            SampleError::Diverged { method, t, max_abs } => write!(
+                f,
+                "{method}: the iterate diverged at step t={t} (max |x| = {max_abs:.3e}); try a smaller step size"
+            ),
+            SampleError::Cancelled => write!(f, "cancelled"),
+            SampleError::BadParameter(what) => write!(f, "bad parameter: {what}"),
+        }
+    }
+}
+
+/// What a loop did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Network evaluations per image.
+    pub nfe: usize,
+    /// Network input-gradients (vector-Jacobian products) per image.
+    pub vjps: usize,
+}
+
+type Res<B> = Result<Stats, SampleError<<B as Backend>::Error>>;
+
+fn guard<B: Backend>(b: &mut B, x: &B::Tensor, method: &'static str, t: usize) -> Result<(), SampleError<B::Error>> {
+    let m = b.max_abs(x)?;
+    if !m.is_finite() {
+        return Err(SampleError::NonFinite { method, t });
+    }
+    if m > DIVERGENCE_LIMIT {
+        return Err(SampleError::Diverged { method, t, max_abs: m });
+    }
+    Ok(())
+}
+
+fn tick<E>(monitor: &mut impl Monitor, done: usize, total: usize) -> Result<(), SampleError<E>> {
+    if monitor.step(done, total) {
+        Ok(())
+    } else {
+        Err(SampleError::Cancelled)
+    }
+}
+
+/// The scratch tensors every loop uses.
+struct Scratch<T> {
+    out: T,
+    x0: T,
+    next: T,
+    z: T,
+}
+
+impl<T> Scratch<T> {
+    fn new<B: Backend<Tensor = T>>(b: &mut B, x: &T) -> Result<Self, B::Error> {
+        let s = b.shape(x);
+        Ok(Scratch {
+            out: b.zeros([s[0], b.model_out_channels(), s[2], s[3]])?,
+            x0: b.zeros(s)?,
+            next: b.zeros(s)?,
+            z: b.zeros(s)?,
+        })
+    }
+}
+
+/// Draws the step noise (none at step 0) and writes `next = posterior_mean + sigma z`.
+fn p_sample<B: Backend>(
+    b: &mut B,
+    s: &mut Scratch<B::Tensor>,
+    x: &B::Tensor,
+    c: &StepCoefs,
+    rngs: &mut [NoiseStream],
+) -> Result<(), B::Error> {
+    let kind = b.variance();
+    if c.index > 0 {
+        b.randn(rngs, &mut s.z)?;
+        b.posterior_sample(&s.x0, x, &s.out, c, kind, Some(&s.z), &mut s.next)
+    } else {
+        b.posterior_sample(&s.x0, x, &s.out, c, kind, None, &mut s.next)
+    }
+}
+
+fn check_start(chain: &Chain<'_>, start: usize) -> Result<(), &'static str> {
+    if start >= chain.len() {
+        Err("start step is past the end of the chain")
+    } else {
+        Ok(())
+    }
+}
+
+/// Ancestral DDPM (`ddim_eta = None`) or DDIM sampling from chain index `start` down to 0;
+/// `x` holds `x_t` at `start` on entry and the sample on return. `rngs` holds one step-noise
+/// stream per image.
+pub fn reverse<B: Backend>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    start: usize,
+    ddim_eta: Option<f64>,
+    x: &mut B::Tensor,
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    check_start(chain, start).map_err(SampleError::BadParameter)?;
+    let mut s = Scratch::new(b, x)?;
+    let mut eps = b.zeros(b.shape(x))?;
+    let method = if ddim_eta.is_some() { "ddim" } else { "ddpm" };
+    for k in (0..=start).rev() {
+        let c = chain.coefs(k);
+        b.model(x, c.t, &mut s.out)?;
+        b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
+        match ddim_eta {
+            Some(eta) => {
+                b.eps_from_x0(x, &s.x0, &c, &mut eps)?;
+                let z = if eta > 0.0 && k > 0 {
+                    b.randn(rngs, &mut s.z)?;
+                    Some(&s.z)
+                } else {
+                    None
+                };
+                b.ddim_step(&s.x0, &eps, z, c.abar, c.abar_prev, eta, &mut s.next)?;
+            }
+            None => p_sample(b, &mut s, x, &c, rngs)?,
+        }
+        core::mem::swap(x, &mut s.next);
+        guard(b, x, method, c.t)?;
+        tick(monitor, start + 1 - k, start + 1)?;
+    }
+    Ok(Stats {
+        nfe: start + 1,
+        vjps: 0,
+    })
+}
+
+/// One-shot denoising: `out = x0_hat(x_t)` at original timestep `c.t` (unclipped when `!clip`).
+pub fn denoise_one_shot<B: Backend>(
+    b: &mut B,
+    c: &StepCoefs,
+    x_t: &B::Tensor,
+    clip: bool,
+    out: &mut B::Tensor,
+) -> Res<B> {
+    let s = b.shape(x_t);
+    let mut mo = b.zeros([s[0], b.model_out_channels(), s[2], s[3]])?;
+    b.model(x_t, c.t, &mut mo)?;
+    b.predict_x0(x_t, &mo, c, clip, out)?;
+    Ok(Stats { nfe: 1, vjps: 0 })
+}
+
+/// SDEdit settings (methods.md §7).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SdeditConfig {
+    /// The original timestep to noise the initial estimate to.
+    pub t0: usize,
+    /// Step size of the data-fidelity step on `x0_hat` (non-mask operators); 0 turns it off.
+    pub lambda: f64,
+}
+
+/// SDEdit: noise `x` (the initial estimate from the measurement) to `t0` with the `init` noise
+/// streams, then run the reverse chain; inpainting re-imposes the noised measurement at every
+/// step (RePaint's blend), other operators take a gradient step on `x0_hat`.
+#[allow(clippy::too_many_arguments)]
+pub fn sdedit<B: Backend, A: Operator<B>>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    op: &A,
+    y: &B::Tensor,
+    cfg: &SdeditConfig,
+    x: &mut B::Tensor,
+    init_rngs: &mut [NoiseStream],
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    let start = chain
+        .index_at_or_below(cfg.t0)
+        .ok_or(SampleError::BadParameter("t0 is below the chain's first step"))?;
+    let mut s = Scratch::new(b, x)?;
+    let shape = b.shape(x);
+    let c0 = chain.coefs(start);
+    b.randn(init_rngs, &mut s.z)?;
+    b.q_sample(x, &s.z, c0.abar, &mut s.next)?;
+    core::mem::swap(x, &mut s.next);
+    let ys = b.shape(y);
+    let mut ax = b.zeros(ys)?;
+    let mut g = b.zeros(shape)?;
+    let mut yt = b.zeros(ys)?;
+    for k in (0..=start).rev() {
+        let c = chain.coefs(k);
+        b.model(x, c.t, &mut s.out)?;
+        b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
+        if op.mask().is_none() && cfg.lambda > 0.0 {
+            op.forward(b, &s.x0, &mut ax)?;
+            b.axpy(-1.0, y, &mut ax)?;
+            op.adjoint(b, &ax, &mut g)?;
+            b.axpy(-cfg.lambda, &g, &mut s.x0)?;
+            b.clamp(&mut s.x0, -1.0, 1.0)?;
+        }
+        p_sample(b, &mut s, x, &c, rngs)?;
+        if let Some(mask) = op.mask() {
+            // M q_sample(y, t-1) + (1 - M) x_{t-1}; at the last step abar_prev = 1 gives y.
+            b.randn(rngs, &mut s.z)?;
+            b.q_sample(y, &s.z, c.abar_prev, &mut yt)?;
+            b.mask_blend(&s.next, &yt, mask, &mut s.x0)?;
+            core::mem::swap(&mut s.x0, &mut s.next);
+        }
+        core::mem::swap(x, &mut s.next);
+        guard(b, x, "sdedit", c.t)?;
+        tick(monitor, start + 1 - k, start + 1)?;
+    }
+    Ok(Stats {
+        nfe: start + 1,
+        vjps: 0,
+    })
+}
+
+/// Score-ALD settings (methods.md §8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AldConfig {
+    /// The per-task anneal factor `lambda`.
+    pub lambda: f64,
+    /// The measurement noise `sigma_y`.
+    pub sigma_y: f64,
+}
+
+/// Score-ALD: the unconditional DDPM step, then
+/// `x -= lambda/(2 (sigma_y^2 + gamma_t^2)) grad ||A x_t - y||^2` with `gamma_t = sqrt(1 - abar_t)`.
+/// `x` holds `x_T` on entry.
+#[allow(clippy::too_many_arguments)]
+pub fn ald<B: Backend, A: Operator<B>>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    op: &A,
+    y: &B::Tensor,
+    cfg: &AldConfig,
+    x: &mut B::Tensor,
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    let mut s = Scratch::new(b, x)?;
+    let mut ax = b.zeros(b.shape(y))?;
+    let mut g = b.zeros(b.shape(x))?;
+    let n = chain.len();
+    for k in (0..n).rev() {
+        let c = chain.coefs(k);
+        b.model(x, c.t, &mut s.out)?;
+        b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
+        p_sample(b, &mut s, x, &c, rngs)?;
+        op.forward(b, x, &mut ax)?;
+        b.axpy(-1.0, y, &mut ax)?;
+        op.adjoint(b, &ax, &mut g)?;
+        let w = ald_weight(cfg.lambda, cfg.sigma_y, c.sqrt_one_minus_abar());
+        b.axpy(-2.0 * w, &g, &mut s.next)?;
+        core::mem::swap(x, &mut s.next);
+        guard(b, x, "ald", c.t)?;
+        tick(monitor, n - k, n)?;
+    }
+    Ok(Stats { nfe: n, vjps: 0 })
+}
+
+/// DPS settings (methods.md §9).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DpsConfig {
+    /// The step size `zeta` on the gradient of the (non-squared) residual norm.
+    pub zeta: f64,
+}
+
+/// One DPS step's intermediate results, for tests against the reference.
+pub struct DpsStepOut<'s, T> {
+    /// The model output.
+    pub model_out: &'s T,
+    /// `x0_hat` before the clip.
+    pub x0_raw: &'s T,
+    /// The clipped `x0_hat`.
+    pub x0: &'s T,
+    /// The unconditional sample `x'_{t-1}`.
+    pub sample: &'s T,
+    /// `grad_{x_t} ||y - A x0_hat||` (per image).
+    pub grad: &'s T,
+    /// `||y - A x0_hat||` per image.
+    pub norms: &'s [f64],
+}
+
+/// The scratch of a DPS run; reused across steps.
+pub struct DpsWork<T> {
+    s: Scratch<T>,
+    x0_raw: T,
+    ax: T,
+    g: T,
+    cot: T,
+    gx: T,
+    norms: [f64; MAX_BATCH],
+}
+
+/// The largest batch the DPS loop's per-image norms support.
+pub const MAX_BATCH: usize = 64;
+
+impl<T> DpsWork<T> {
+    /// Scratch for iterates shaped like `x` and measurements shaped like `y`.
+    pub fn new<B: Backend<Tensor = T>>(b: &mut B, x: &T, y: &T) -> Result<Self, SampleError<B::Error>> {
+        let shape = b.shape(x);
+        if shape[0] > MAX_BATCH {
+            return Err(SampleError::BadParameter("DPS batch larger than MAX_BATCH"));
+        }
+        let s = Scratch::new(b, x)?;
+        let cot = b.zeros(b.shape(&s.out))?;
+        Ok(DpsWork {
+            x0_raw: b.zeros(shape)?,
+            ax: b.zeros(b.shape(y))?,
+            g: b.zeros(shape)?,
+            gx: b.zeros(shape)?,
+            cot,
+            s,
+            norms: [0.0; MAX_BATCH],
+        })
+    }
+}
+
+/// One DPS step at chain step `c` with the given step noise `z` (None at step 0): computes
+/// `next = x'_{t-1} - zeta grad_{x_t} ||y - A x0_hat(x_t)||` and returns the intermediates.
+/// `next` must not alias `x`.
+#[allow(clippy::too_many_arguments)]
+pub fn dps_step<'w, B: Backend, A: Operator<B>>(
+    b: &mut B,
+    c: &StepCoefs,
+    op: &A,
+    y: &B::Tensor,
+    zeta: f64,
+    x: &B::Tensor,
+    z: Option<&B::Tensor>,
+    w: &'w mut DpsWork<B::Tensor>,
+    next: &mut B::Tensor,
+) -> Result<DpsStepOut<'w, B::Tensor>, B::Error> {
+    let n = b.shape(x)[0];
+    let kind: VarianceKind = b.variance();
+    b.model_for_grad(x, c.t, &mut w.s.out)?;
+    b.predict_x0(x, &w.s.out, c, false, &mut w.x0_raw)?;
+    b.copy(&w.x0_raw, &mut w.s.x0)?;
+    b.clamp(&mut w.s.x0, -1.0, 1.0)?;
+    b.posterior_sample(&w.s.x0, x, &w.s.out, c, kind, z, &mut w.s.next)?;
+    // d||A x0 - y||/d x0 = A^T (A x0 - y)/||A x0 - y||, per image.
+    op.forward(b, &w.s.x0, &mut w.ax)?;
+    b.axpy(-1.0, y, &mut w.ax)?;
+    b.norms(&w.ax, &mut w.norms[..n])?;
+    op.adjoint(b, &w.ax, &mut w.g)?;
+    let mut inv = [0.0; MAX_BATCH];
+    for (i, &nm) in inv.iter_mut().zip(&w.norms[..n]) {
+        *i = if nm > 0.0 { 1.0 / nm } else { 0.0 };
+    }
+    b.scale_images(&mut w.g, &inv[..n])?;
+    b.clip_gradient(&w.x0_raw, &mut w.g)?;
+    // x0_raw = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps(x_t).
+    b.embed_channels(&w.g, -c.sqrt_recipm1_abar(), &mut w.cot)?;
+    b.model_vjp(&w.cot, &mut w.gx)?;
+    b.axpy(c.sqrt_recip_abar(), &w.g, &mut w.gx)?;
+    b.axpby(1.0, &w.s.next, -zeta, &w.gx, next)?;
+    Ok(DpsStepOut {
+        model_out: &w.s.out,
+        x0_raw: &w.x0_raw,
+        x0: &w.s.x0,
+        sample: &w.s.next,
+        grad: &w.gx,
+        norms: &w.norms[..n],
+    })
+}
+
+/// DPS as the official code runs it: the DDPM step with the clipped `x0_hat`, then a step of
+/// `zeta` down the gradient of `||y - A x0_hat||` (not squared, per image) through the network.
+/// `x` holds `x_T` on entry.
+#[allow(clippy::too_many_arguments)]
+pub fn dps<B: Backend, A: Operator<B>>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    op: &A,
+    y: &B::Tensor,
+    cfg: &DpsConfig,
+    x: &mut B::Tensor,
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    let mut w = DpsWork::new(b, x, y)?;
+    let mut z = b.zeros(b.shape(x))?;
+    let mut next = b.zeros(b.shape(x))?;
+    let n = chain.len();
+    for k in (0..n).rev() {
+        let c = chain.coefs(k);
+        let zr = if k > 0 {
+            b.randn(rngs, &mut z)?;
+            Some(&z)
+        } else {
+            None
+        };
+        dps_step(b, &c, op, y, cfg.zeta, x, zr, &mut w, &mut next)?;
+        core::mem::swap(x, &mut next);
+        guard(b, x, "dps", c.t)?;
+        tick(monitor, n - k, n)?;
+    }
+    Ok(Stats { nfe: n, vjps: n })
+}
+
+/// DiffPIR settings (methods.md §11).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiffpirConfig {
+    /// Weight `lambda` of the data term's proximity `rho_t = lambda sigma_y^2/sigma_t^2`.
+    pub lambda: f64,
+    /// Noise mixing `zeta` in [0, 1] (1 = fully fresh noise).
+    pub zeta: f64,
+    /// The measurement noise `sigma_y`.
+    pub sigma_y: f64,
+}
+
+/// DiffPIR: `x0_hat`, then the data proximal step `argmin ||y - A x||^2 + rho_t ||x - x0_hat||^2`,
+/// then re-noise to the previous step. No network gradients. `x` holds `x_T` on entry.
+#[allow(clippy::too_many_arguments)]
+pub fn diffpir<B: Backend, A: Operator<B>>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    op: &A,
+    y: &B::Tensor,
+    cfg: &DiffpirConfig,
+    x: &mut B::Tensor,
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    if !(0.0..=1.0).contains(&cfg.zeta) {
+        return Err(SampleError::BadParameter("DiffPIR zeta must be in [0, 1]"));
+    }
+    let mut s = Scratch::new(b, x)?;
+    let mut x0t = b.zeros(b.shape(x))?;
+    let n = chain.len();
+    for k in (0..n).rev() {
+        let c = chain.coefs(k);
+        b.model(x, c.t, &mut s.out)?;
+        b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
+        let rho = diffpir_rho(cfg.lambda, cfg.sigma_y, c.abar);
+        op.data_solve(b, y, &s.x0, rho, &mut x0t)?;
+        if k == 0 {
+            b.copy(&x0t, &mut s.next)?;
+            b.clamp(&mut s.next, -1.0, 1.0)?;
+        } else {
+            b.randn(rngs, &mut s.z)?;
+            b.diffpir_step(&x0t, x, Some(&s.z), c.abar, c.abar_prev, cfg.zeta, &mut s.next)?;
+        }
+        core::mem::swap(x, &mut s.next);
+        guard(b, x, "diffpir", c.t)?;
+        tick(monitor, n - k, n)?;
+    }
+    Ok(Stats { nfe: n, vjps: 0 })
+}

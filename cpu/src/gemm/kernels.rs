@@ -1,0 +1,153 @@
+//! The GEMM microkernels: `C[MR x NR] (+)= A_panel * B_panel` over `kc` steps, one per ISA.
+//!
+//! Packed layouts: an A micro-panel is `kc x MR` (k-major: `a[k*MR + r]`), a B micro-panel is
+//! `kc x NR` (`b[k*NR + j]`). `c` points at a full `MR x NR` tile with row stride `ldc`.
+
+/// Rows of every kernel's tile: A panels are packed once for all kernels.
+pub const MR: usize = 6;
+
+/// An instruction set with a microkernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, 6x8 tile.
+    Scalar,
+    /// AVX2 + FMA, 6x16 tile.
+    Avx2,
+    /// AVX-512F, 6x64 tile.
+    Avx512,
+}
+
+impl Isa {
+    /// Columns of this kernel's tile.
+    pub const fn nr(self) -> usize {
+        match self {
+            Isa::Scalar => 8,
+            Isa::Avx2 => 16,
+            Isa::Avx512 => 64,
+        }
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every kernel this CPU can run, best last.
+    pub fn all_available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.available())
+            .collect()
+    }
+
+    /// The name used in benchmarks and `DIFFINV_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Runs this ISA's kernel.
+    ///
+    /// # Safety
+    /// `a` holds `kc*MR` floats, `b` holds `kc*nr()` floats, `c` addresses an `MR x nr()` tile
+    /// with row stride `ldc`, and [`Isa::available`] is true.
+    #[inline]
+    pub unsafe fn kernel(self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        match self {
+            Isa::Scalar => scalar(kc, a, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2(kc, a, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512(kc, a, b, c, ldc, acc),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("no SIMD kernels on this architecture"),
+        }
+    }
+}
+
+unsafe fn scalar(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    const NR: usize = 8;
+    let mut t = [[0.0f32; NR]; MR];
+    for k in 0..kc {
+        let bk = std::slice::from_raw_parts(b.add(k * NR), NR);
+        let ak = std::slice::from_raw_parts(a.add(k * MR), MR);
+        for r in 0..MR {
+            for j in 0..NR {
+                t[r][j] += ak[r] * bk[j];
+            }
+        }
+    }
+    for (r, row) in t.iter().enumerate() {
+        let cr = std::slice::from_raw_parts_mut(c.add(r * ldc), NR);
+        for j in 0..NR {
+            cr[j] = if acc { cr[j] + row[j] } else { row[j] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    use std::arch::x86_64::*;
+    const NR: usize = 16;
+    let mut t = [[_mm256_setzero_ps(); 2]; MR];
+    for k in 0..kc {
+        let b0 = _mm256_loadu_ps(b.add(k * NR));
+        let b1 = _mm256_loadu_ps(b.add(k * NR + 8));
+        for (r, tr) in t.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*a.add(k * MR + r));
+            tr[0] = _mm256_fmadd_ps(av, b0, tr[0]);
+            tr[1] = _mm256_fmadd_ps(av, b1, tr[1]);
+        }
+    }
+    for (r, tr) in t.iter().enumerate() {
+        let p = c.add(r * ldc);
+        for (v, &x) in tr.iter().enumerate() {
+            let q = p.add(v * 8);
+            let x = if acc { _mm256_add_ps(_mm256_loadu_ps(q), x) } else { x };
+            _mm256_storeu_ps(q, x);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    use std::arch::x86_64::*;
+    const NR: usize = 64;
+    let mut t = [[_mm512_setzero_ps(); 4]; MR];
+    for k in 0..kc {
+        let bp = b.add(k * NR);
+        let bv = [
+            _mm512_loadu_ps(bp),
+            _mm512_loadu_ps(bp.add(16)),
+            _mm512_loadu_ps(bp.add(32)),
+            _mm512_loadu_ps(bp.add(48)),
+        ];
+        for (r, tr) in t.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(k * MR + r));
+            for v in 0..4 {
+                tr[v] = _mm512_fmadd_ps(av, bv[v], tr[v]);
+            }
+        }
+    }
+    for (r, tr) in t.iter().enumerate() {
+        let p = c.add(r * ldc);
+        for (v, &x) in tr.iter().enumerate() {
+            let q = p.add(v * 16);
+            let x = if acc { _mm512_add_ps(_mm512_loadu_ps(q), x) } else { x };
+            _mm512_storeu_ps(q, x);
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A packed, cache-blocked single-precision GEMM, `C = A B (+ C) (+ bias) (+ residual)`.
+//!
+//! - `A` (M x K) is packed into 6-row panels once ([`PackedA`]); convolution weights are packed at
+//!   load time.
+//! - `B` (K x N) is anything implementing [`BSource`]: a strided matrix ([`DenseB`]) or an
+//!   implicit im2col view of an image (see `crate::nn::conv`), packed block by block into
+//!   thread-local buffers, so no im2col matrix is ever materialised.
+//! - The microkernel is chosen at run time ([`Isa`]); `DIFFINV_ISA=scalar|avx2|avx512` overrides.
+//! - Parallelism is over output tiles only: every element of C is reduced over K in the same order
+//!   whatever the thread count, so results are bit-identical on 1 or 64 threads.
+
+mod kernels;
+
+pub use kernels::{Isa, MR};
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Depth of a K block.
+pub const KC: usize = 256;
+/// Target width (columns of C) of one task's block.
+const NC: usize = 1024;
+
+/// The kernel used when none is asked for: `DIFFINV_ISA` if set and available, else the best.
+pub fn default_isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = *Isa::all_available().last().expect("scalar is always available");
+        match std::env::var("DIFFINV_ISA").ok().as_deref() {
+            Some("scalar") => Isa::Scalar,
+            Some("avx2") if Isa::Avx2.available() => Isa::Avx2,
+            Some("avx512") if Isa::Avx512.available() => Isa::Avx512,
+            _ => best,
+        }
+    })
+}
+
+/// `A` packed into `MR`-row panels, each `K x MR` k-major, zero-padded past row `m`.
+#[derive(Clone, Debug, Default)]
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs the `m x k` matrix with element `(i, p)` at `a[i*rs + p*cs]`.
+    pub fn pack(m: usize, k: usize, a: &[f32], rs: usize, cs: usize) -> Self {
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0.0; panels * k * MR];
+        for p in 0..panels {
+            let dst = &mut data[p * k * MR..(p + 1) * k * MR];
+            for r in 0..MR.min(m - p * MR) {
+                let row = p * MR + r;
+                for kk in 0..k {
+                    dst[kk * MR + r] = a[row * rs + kk * cs];
+                }
+            }
+        }
+        PackedA { m, k, data }
+    }
+    /// The matrix back in row-major order.
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut a = vec![0.0; self.m * self.k];
+        for (i, row) in a.chunks_mut(self.k.max(1)).enumerate().take(self.m) {
+            let (p, r) = (i / MR, i % MR);
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = self.data[p * self.k * MR + kk * MR + r];
+            }
+        }
+        a
+    }
+    /// Rows.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+    /// Columns.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    #[inline]
+    fn panel(&self, p: usize, k0: usize) -> *const f32 {
+        self.data[p * self.k * MR + k0 * MR..].as_ptr()
+    }
+}
+
+/// The right-hand operand of a GEMM, packed on demand.
+pub trait BSource: Sync {
+    /// Rows (the reduction dimension).
+    fn k(&self) -> usize;
+    /// Columns.
+    fn n(&self) -> usize;
+    /// Packs rows `k0..k0+kc` and columns `n0..n0+nc` into `nr`-wide micro-panels: panel `q` at
+    /// `out[q*kc*nr..]`, element `(kk, j)` at `kk*nr + j`; columns past `n()` are zero.
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]);
+}
+
+/// A strided matrix as a [`BSource`]: element `(p, j)` at `data[p*rs + j*cs]`.
+pub struct DenseB<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Rows.
+    pub k: usize,
+    /// Columns.
+    pub n: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl BSource for DenseB<'_> {
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn n(&self) -> usize {
+        self.n
+    }
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+        for q in 0..nc.div_ceil(nr) {
+            let panel = &mut out[q * kc * nr..(q + 1) * kc * nr];
+            let j0 = n0 + q * nr;
+            let w = nr.min(self.n.saturating_sub(j0)).min(n0 + nc - j0);
+            for kk in 0..kc {
+                let row = &mut panel[kk * nr..(kk + 1) * nr];
+                let base = (k0 + kk) * self.rs + j0 * self.cs;
+                if self.cs == 1 {
+                    row[..w].copy_from_slice(&self.data[base..base + w]);
+                } else {
+                    for (j, v) in row[..w].iter_mut().enumerate() {
+                        *v = self.data[base + j * self.cs];
+                    }
+                }
+                row[w..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// What is added to `A B` when a tile is finished.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added to every element of row `i`: `bias[i]`.
+    pub bias: Option<&'a [f32]>,
+    /// Added elementwise; laid out like C (row stride `ldc`).
+    pub residual: Option<&'a [f32]>,
+    /// Keep C's previous contents and add to them.
+    pub accumulate: bool,
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles of C.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+thread_local! {
+    static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `C (m x n, row stride ldc) = A B + epilogue` with the default kernel.
+pub fn gemm(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
+    gemm_with(default_isa(), a, b, c, ldc, epi)
+}
+
+/// [`gemm`] with an explicit kernel (which must be available).
+pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
+    assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
+    let (m, k, n) = (a.m, a.k, b.n());
+    assert_eq!(b.k(), k, "gemm: A is {m}x{k} but B has {} rows", b.k());
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    if let Some(r) = epi.residual {
+        assert!(r.len() >= (m - 1) * ldc + n, "gemm: residual too small");
+    }
+    // Tasks: column blocks of NC, and row chunks when there are too few column blocks to keep
+    // every thread busy. The split never changes the per-element reduction order.
+    let n_blocks = n.div_ceil(NC);
+    let panels = m.div_ceil(MR);
+    let want = 4 * rayon::current_num_threads();
+    let m_chunks = want.div_ceil(n_blocks).clamp(1, panels);
+    let panels_per_chunk = panels.div_ceil(m_chunks);
+    let tasks = n_blocks * panels.div_ceil(panels_per_chunk);
+    let cptr = SendPtr(c.as_mut_ptr());
+    let run = |task: usize| {
+        let nb = task % n_blocks;
+        let mc = task / n_blocks;
+        let (p0, p1) = (mc * panels_per_chunk, ((mc + 1) * panels_per_chunk).min(panels));
+        let (n0, n1) = (nb * NC, ((nb + 1) * NC).min(n));
+        // SAFETY: this task owns rows p0*MR..p1*MR and columns n0..n1 of C.
+        unsafe { block(isa, a, b, cptr, ldc, epi, p0, p1, n0, n1) };
+    };
+    if tasks == 1 || k * n * m < 32 * 1024 {
+        (0..tasks).for_each(run);
+    } else {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    isa: Isa,
+    a: &PackedA,
+    b: &impl BSource,
+    c: SendPtr,
+    ldc: usize,
+    epi: Epilogue<'_>,
+    p0: usize,
+    p1: usize,
+    n0: usize,
+    n1: usize,
+) {
+    let (m, k) = (a.m, a.k);
+    let nr = isa.nr();
+    let nc = n1 - n0;
+    let nq = nc.div_ceil(nr);
+    PACK_B.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let need = KC.min(k.max(1)) * nq * nr;
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+        let mut edge = [0.0f32; MR * 64];
+        let mut k0 = 0;
+        loop {
+            let kc = KC.min(k - k0);
+            b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * nq * nr]);
+            let acc = k0 > 0 || epi.accumulate;
+            for p in p0..p1 {
+                let rows = MR.min(m - p * MR);
+                let ap = a.panel(p, k0);
+                for q in 0..nq {
+                    let j0 = n0 + q * nr;
+                    let cols = nr.min(n1 - j0);
+                    let bp = buf[q * kc * nr..].as_ptr();
+                    let ct = c.0.add(p * MR * ldc + j0);
+                    if rows == MR && cols == nr {
+                        isa.kernel(kc, ap, bp, ct, ldc, acc);
+                    } else {
+                        // Partial tile: run the full kernel on a scratch tile, copy the valid part.
+                        for r in 0..rows {
+                            for j in 0..cols {
+                                edge[r * nr + j] = if acc { *ct.add(r * ldc + j) } else { 0.0 };
+                            }
+                        }
+                        isa.kernel(kc, ap, bp, edge.as_mut_ptr(), nr, true);
+                        for r in 0..rows {
+                            for j in 0..cols {
+                                *ct.add(r * ldc + j) = edge[r * nr + j];
+                            }
+                        }
+                    }
+                }
+            }
+            k0 += kc;
+            if k0 >= k {
+                break;
+            }
+        }
+        if k == 0 && !epi.accumulate {
+            for r in p0 * MR..(p1 * MR).min(m) {
+                std::slice::from_raw_parts_mut(c.0.add(r * ldc + n0), nc).fill(0.0);
+            }
+        }
+        apply_epilogue(c, ldc, epi, p0 * MR, (p1 * MR).min(m), n0, n1);
+    });
+}
+
+unsafe fn apply_epilogue(c: SendPtr, ldc: usize, epi: Epilogue<'_>, r0: usize, r1: usize, n0: usize, n1: usize) {
+    if epi.bias.is_none() && epi.residual.is_none() {
+        return;
+    }
+    for r in r0..r1 {
+        let row = std::slice::from_raw_parts_mut(c.0.add(r * ldc + n0), n1 - n0);
+        if let Some(bias) = epi.bias {
+            let bv = bias[r];
+            row.iter_mut().for_each(|v| *v += bv);
+        }
+        if let Some(res) = epi.residual {
+            for (v, &x) in row.iter_mut().zip(&res[r * ldc + n0..r * ldc + n1]) {
+                *v += x;
+            }
+        }
+    }
+}
+
+/// Plain `C = A B` (+ C when `accumulate`) for strided A (`m x k`) and B (`k x n`), packing A on
+/// the fly; for small or one-off products (attention, tests).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let pa = PackedA::pack(m, k, a, rsa, csa);
+    let pb = DenseB {
+        data: b,
+        k,
+        n,
+        rs: rsb,
+        cs: csb,
+    };
+    gemm(
+        &pa,
+        &pb,
+        c,
+        ldc,
+        Epilogue {
+            accumulate,
+            ..Default::default()
+        },
+    );
+}

@@ -1,0 +1,18 @@
+//! # diffinv-cpu
+//!
+//! The CPU backend of diffinv: NCHW f32 [`Tensor`]s, a packed SIMD GEMM with AVX-512/AVX2
+//! kernels chosen at run time, the ADM UNet forward pass and its input gradient, measurement
+//! operators, classical solvers, metrics, and checkpoint and image I/O.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod error;
+pub mod io;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;
+pub mod gemm;
+#[macro_use]
+pub mod nn;
+pub mod unet;

@@ -1,0 +1,305 @@
+//! 2-D convolution as a GEMM over an implicit im2col view: `out[co, p] = W[co, (ci,ky,kx)] *
+//! col[(ci,ky,kx), p] + bias[co]`, with the weights packed once at load time.
+
+use crate::gemm::{gemm, BSource, DenseB, Epilogue, PackedA};
+
+/// The implicit im2col matrix of one CHW image: row `(ci, ky, kx)`, column `oy*ow + ox`.
+pub struct Im2col<'a> {
+    x: &'a [f32],
+    h: usize,
+    w: usize,
+    ksize: usize,
+    stride: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+    rows: usize,
+}
+
+impl<'a> Im2col<'a> {
+    /// The view of image `x` (c x h x w) for a `k x k` kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(x: &'a [f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Self {
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        Im2col {
+            x,
+            h,
+            w,
+            ksize: k,
+            stride,
+            pad,
+            oh,
+            ow,
+            rows: c * k * k,
+        }
+    }
+}
+
+impl BSource for Im2col<'_> {
+    fn k(&self) -> usize {
+        self.rows
+    }
+    fn n(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+        let kk2 = self.ksize * self.ksize;
+        let n = self.n();
+        for q in 0..nc.div_ceil(nr) {
+            let panel = &mut out[q * kc * nr..(q + 1) * kc * nr];
+            let j0 = n0 + q * nr;
+            let cols = nr.min(n.saturating_sub(j0)).min(n0 + nc - j0);
+            for kk in 0..kc {
+                let r = k0 + kk;
+                let (ci, ky, kx) = (r / kk2, (r % kk2) / self.ksize, r % self.ksize);
+                let row = &mut panel[kk * nr..(kk + 1) * nr];
+                self.fill_row(ci, ky, kx, j0, &mut row[..cols]);
+                row[cols..].fill(0.0);
+            }
+        }
+    }
+}
+
+impl Im2col<'_> {
+    /// Writes im2col row `(ci, ky, kx)` for output pixels `j0..j0 + row.len()`.
+    #[inline]
+    fn fill_row(&self, ci: usize, ky: usize, kx: usize, j0: usize, row: &mut [f32]) {
+        let plane = &self.x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+        let (mut oy, mut ox) = (j0 / self.ow, j0 % self.ow);
+        let mut j = 0;
+        while j < row.len() {
+            let run = (self.ow - ox).min(row.len() - j);
+            let seg = &mut row[j..j + run];
+            let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+            if iy < 0 || iy >= self.h as isize {
+                seg.fill(0.0);
+            } else {
+                let src = &plane[iy as usize * self.w..(iy as usize + 1) * self.w];
+                let off = kx as isize - self.pad as isize;
+                if self.stride == 1 {
+                    // Valid output columns t: 0 <= ox + t + off < w.
+                    let lo = (-(ox as isize) - off).clamp(0, run as isize) as usize;
+                    let hi = (self.w as isize - ox as isize - off).clamp(lo as isize, run as isize) as usize;
+                    seg[..lo].fill(0.0);
+                    let s0 = (ox as isize + lo as isize + off) as usize;
+                    seg[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                    seg[hi..].fill(0.0);
+                } else {
+                    for (t, v) in seg.iter_mut().enumerate() {
+                        let ix = ((ox + t) * self.stride) as isize + off;
+                        *v = if ix >= 0 && ix < self.w as isize {
+                            src[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+            j += run;
+            ox = 0;
+            oy += 1;
+        }
+    }
+}
+
+/// A convolution layer (square kernel, symmetric zero padding).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+    bias: Vec<f32>,
+    packed: PackedA,
+    /// The adjoint's weights (stride 1): the flipped, transposed kernel, packed on first use.
+    packed_t: std::sync::OnceLock<PackedA>,
+}
+
+impl Conv2d {
+    /// A convolution from OIHW weights and a bias (`None` = zero).
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        assert_eq!(weight.len(), cout * cin * k * k, "conv weight size");
+        let kk = cin * k * k;
+        let packed = PackedA::pack(cout, kk, &weight, kk, 1);
+        Conv2d {
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+            bias: bias.unwrap_or_else(|| vec![0.0; cout]),
+            packed,
+            packed_t: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Output height and width for an `h x w` input.
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            (h + 2 * self.pad - self.k) / self.stride + 1,
+            (w + 2 * self.pad - self.k) / self.stride + 1,
+        )
+    }
+
+    /// Multiply-adds per output pixel times 2: the layer's FLOPs per pixel.
+    pub fn flops_per_pixel(&self) -> f64 {
+        2.0 * (self.cin * self.cout * self.k * self.k) as f64
+    }
+
+    /// The OIHW weights (unpacked copy).
+    pub fn weight(&self) -> Vec<f32> {
+        self.packed.unpack()
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    /// `out = conv(x) + bias (+ residual) (+ out if accumulate)` for a batch of `n` images.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        accumulate: bool,
+    ) {
+        let (oh, ow) = self.out_hw(h, w);
+        let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
+        assert!(x.len() >= n * il && out.len() >= n * ol, "conv: buffer sizes");
+        for i in 0..n {
+            let xi = &x[i * il..(i + 1) * il];
+            let oi = &mut out[i * ol..(i + 1) * ol];
+            let epi = Epilogue {
+                bias: Some(&self.bias),
+                residual: residual.map(|r| &r[i * ol..(i + 1) * ol]),
+                accumulate,
+            };
+            if self.k == 1 && self.stride == 1 && self.pad == 0 {
+                let b = DenseB {
+                    data: xi,
+                    k: self.cin,
+                    n: h * w,
+                    rs: h * w,
+                    cs: 1,
+                };
+                gemm(&self.packed, &b, oi, oh * ow, epi);
+            } else {
+                let b = Im2col::new(xi, self.cin, h, w, self.k, self.stride, self.pad);
+                gemm(&self.packed, &b, oi, oh * ow, epi);
+            }
+        }
+    }
+
+    fn transposed(&self) -> &PackedA {
+        self.packed_t.get_or_init(|| {
+            // W'[ci, co, ky, kx] = W[co, ci, k-1-ky, k-1-kx]
+            let kk = self.k * self.k;
+            let weight = self.packed.unpack();
+            let mut wt = vec![0.0; weight.len()];
+            for co in 0..self.cout {
+                for ci in 0..self.cin {
+                    for t in 0..kk {
+                        wt[(ci * self.cout + co) * kk + (kk - 1 - t)] = weight[(co * self.cin + ci) * kk + t];
+                    }
+                }
+            }
+            PackedA::pack(self.cin, self.cout * kk, &wt, self.cout * kk, 1)
+        })
+    }
+
+    /// The input gradient: `gx (+)= conv^T(gy)` for a batch of `n` images of input size `h x w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input(&self, gy: &[f32], n: usize, h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
+        let (oh, ow) = self.out_hw(h, w);
+        let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
+        let epi = Epilogue {
+            accumulate,
+            ..Default::default()
+        };
+        for i in 0..n {
+            let gyi = &gy[i * ol..(i + 1) * ol];
+            let gxi = &mut gx[i * il..(i + 1) * il];
+            if self.stride == 1 && 2 * self.pad + 1 == self.k {
+                // A stride-1 "same" convolution's adjoint is the same convolution with the
+                // flipped, transposed kernel.
+                let wt = self.transposed();
+                if self.k == 1 {
+                    let b = DenseB {
+                        data: gyi,
+                        k: self.cout,
+                        n: h * w,
+                        rs: h * w,
+                        cs: 1,
+                    };
+                    gemm(wt, &b, gxi, h * w, epi);
+                } else {
+                    let b = Im2col::new(gyi, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
+                    gemm(wt, &b, gxi, h * w, epi);
+                }
+            } else {
+                self.backward_col2im(gyi, h, w, gxi, accumulate);
+            }
+        }
+    }
+
+    /// General adjoint: `dcol = W^T gy`, then scatter-add the columns back (col2im).
+    fn backward_col2im(&self, gy: &[f32], h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
+        let (oh, ow) = self.out_hw(h, w);
+        let (k, kk) = (self.k, self.k * self.k);
+        let rows = self.cin * kk;
+        let np = oh * ow;
+        let mut col = vec![0.0f32; rows * np];
+        crate::gemm::sgemm(
+            rows,
+            np,
+            self.cout,
+            &self.packed.unpack(),
+            1,
+            rows,
+            gy,
+            np,
+            1,
+            &mut col,
+            np,
+            false,
+        );
+        if !accumulate {
+            gx.fill(0.0);
+        }
+        for r in 0..rows {
+            let (ci, ky, kx) = (r / kk, (r % kk) / k, r % k);
+            for oy in 0..oh {
+                let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for ox in 0..ow {
+                    let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                    if ix >= 0 && ix < w as isize {
+                        gx[(ci * h + iy as usize) * w + ix as usize] += col[r * np + oy * ow + ox];
+                    }
+                }
+            }
+        }
+    }
+}

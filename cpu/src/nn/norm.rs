@@ -1,0 +1,255 @@
+//! GroupNorm fused with the ResBlock's time modulation and SiLU:
+//! `y = act(GN(x) * (1 + scale) + shift)`, computed as one per-channel affine `a_c x + b_c`
+//! followed by the activation, with the group statistics accumulated in f64.
+
+use rayon::prelude::*;
+
+/// The per-image modulation `(1 + scale, shift)` of a scale-shift ResBlock, each `[n, c]`.
+#[derive(Clone, Copy)]
+pub struct NormMod<'a> {
+    /// `scale` of each image and channel (the layer multiplies by `1 + scale`).
+    pub scale: &'a [f32],
+    /// `shift` of each image and channel.
+    pub shift: &'a [f32],
+}
+
+/// `GroupNorm(groups, C)` with affine weight and bias.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    /// Groups.
+    pub groups: usize,
+    /// Channels.
+    pub channels: usize,
+    /// The variance epsilon.
+    pub eps: f64,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// Mean and `1/sqrt(var + eps)` of every (image, group), `[n * groups]`.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStats {
+    /// Means.
+    pub mean: Vec<f64>,
+    /// Reciprocal standard deviations.
+    pub rstd: Vec<f64>,
+}
+
+impl GroupNorm {
+    /// A group norm with the given affine parameters.
+    pub fn new(groups: usize, gamma: Vec<f32>, beta: Vec<f32>) -> Self {
+        let channels = gamma.len();
+        assert!(
+            channels.is_multiple_of(groups) && beta.len() == channels,
+            "group norm parameters"
+        );
+        GroupNorm {
+            groups,
+            channels,
+            eps: 1e-5,
+            gamma,
+            beta,
+        }
+    }
+
+    /// Statistics of `x` (`n` images of `channels x hw`).
+    pub fn stats(&self, x: &[f32], n: usize, hw: usize) -> GroupStats {
+        let gl = self.channels / self.groups * hw;
+        let (mean, rstd): (Vec<f64>, Vec<f64>) = (0..n * self.groups)
+            .into_par_iter()
+            .map(|g| {
+                let (m, var) = mean_var(&x[g * gl..(g + 1) * gl]);
+                (m, 1.0 / (var + self.eps).sqrt())
+            })
+            .unzip();
+        GroupStats { mean, rstd }
+    }
+
+    /// Per-(image, channel) affine `(a, b)` so that the modulated norm is `a x + b`.
+    fn affine(&self, st: &GroupStats, n: usize, m: Option<NormMod<'_>>) -> Vec<(f32, f32)> {
+        let c = self.channels;
+        let cpg = c / self.groups;
+        (0..n * c)
+            .map(|ic| {
+                let (i, ch) = (ic / c, ic % c);
+                let g = i * self.groups + ch / cpg;
+                let (mu, r) = (st.mean[g], st.rstd[g]);
+                let (gm, bt) = (self.gamma[ch] as f64, self.beta[ch] as f64);
+                let (s, sh) = m.map_or((1.0, 0.0), |m| (1.0 + m.scale[ic] as f64, m.shift[ic] as f64));
+                ((gm * r * s) as f32, ((bt - mu * r * gm) * s + sh) as f32)
+            })
+            .collect()
+    }
+
+    /// `y = act(GN(x) (1 + scale) + shift)` for `n` images of `channels x hw`; returns the stats.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        hw: usize,
+        m: Option<NormMod<'_>>,
+        silu: bool,
+        y: &mut [f32],
+    ) -> GroupStats {
+        let st = self.stats(x, n, hw);
+        let ab = self.affine(&st, n, m);
+        y[..n * self.channels * hw]
+            .par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .zip(ab.par_iter())
+            .for_each(|((yc, xc), &(a, b))| affine_act(xc, a, b, silu, yc));
+        st
+    }
+
+    /// The input gradient of [`GroupNorm::forward`] (given the same `x`, modulation and `act`):
+    /// `gx (+)= d/dx sum(gy * y)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        hw: usize,
+        m: Option<NormMod<'_>>,
+        silu: bool,
+        gy: &[f32],
+        gx: &mut [f32],
+        accumulate: bool,
+    ) {
+        let st = self.stats(x, n, hw);
+        let ab = self.affine(&st, n, m);
+        let c = self.channels;
+        let cpg = c / self.groups;
+        let gl = cpg * hw;
+        gx[..n * c * hw].par_chunks_mut(gl).enumerate().for_each(|(g, gxg)| {
+            let (i, grp) = (g / self.groups, g % self.groups);
+            let xs = &x[g * gl..(g + 1) * gl];
+            let gys = &gy[g * gl..(g + 1) * gl];
+            let (mu, r) = (st.mean[g], st.rstd[g]);
+            // dxhat = du * gamma (1 + scale); reductions of dxhat and dxhat * xhat over the group.
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for cc in 0..cpg {
+                let ic = i * c + grp * cpg + cc;
+                let (a, b) = ab[ic];
+                let k = a as f64 / r; // gamma (1 + scale)
+                let (p1, p2) = grad_sums(
+                    &xs[cc * hw..(cc + 1) * hw],
+                    &gys[cc * hw..(cc + 1) * hw],
+                    a,
+                    b,
+                    silu,
+                    mu as f32,
+                    r as f32,
+                );
+                s1 += k * p1;
+                s2 += k * p2;
+            }
+            let (m1, m2) = (s1 / gl as f64, s2 / gl as f64);
+            for cc in 0..cpg {
+                let ic = i * c + grp * cpg + cc;
+                let (a, b) = ab[ic];
+                let k = (a as f64 / r) as f32;
+                grad_apply(
+                    &xs[cc * hw..(cc + 1) * hw],
+                    &gys[cc * hw..(cc + 1) * hw],
+                    a,
+                    b,
+                    silu,
+                    [mu as f32, r as f32, k, m1 as f32, m2 as f32],
+                    &mut gxg[cc * hw..(cc + 1) * hw],
+                    accumulate,
+                );
+            }
+        });
+    }
+}
+
+multiversion! {
+    fn sum_impl(x: &[f32], shift: f32, square: bool, out: &mut f64) {
+        // f32 partial sums over short runs, f64 across runs.
+        let mut s = 0.0f64;
+        for ch in x.chunks(256) {
+            let mut a = [0.0f32; 16];
+            let mut it = ch.chunks_exact(16);
+            for v in &mut it {
+                for j in 0..16 {
+                    let d = v[j] - shift;
+                    a[j] += if square { d * d } else { d };
+                }
+            }
+            for (j, &v) in it.remainder().iter().enumerate() {
+                let d = v - shift;
+                a[j] += if square { d * d } else { d };
+            }
+            s += a.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        *out = s;
+    }
+}
+
+/// Mean and variance in two passes, so that a large mean does not cancel the variance.
+fn mean_var(x: &[f32]) -> (f64, f64) {
+    let (mut s, mut s2) = (0.0, 0.0);
+    let n = x.len().max(1) as f64;
+    sum_impl(x, 0.0, false, &mut s);
+    let m = s / n;
+    let shift = m as f32;
+    sum_impl(x, shift, true, &mut s2);
+    // s2 is centred on the rounded mean: E[(x - shift)^2] = var + (m - shift)^2.
+    let d = m - shift as f64;
+    (m, (s2 / n - d * d).max(0.0))
+}
+
+multiversion! {
+    fn affine_act(x: &[f32], a: f32, b: f32, silu: bool, y: &mut [f32]) {
+        if silu {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = super::simd::silu(a * x + b);
+            }
+        } else {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = a * x + b;
+            }
+        }
+    }
+}
+
+/// Sums over a channel of `du` and `du * xhat` (`du` = gy through the activation).
+#[allow(clippy::too_many_arguments)]
+fn grad_sums(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    grad_sums_impl(x, gy, a, b, silu, mu, r, &mut out);
+    out
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn grad_sums_impl(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32, out: &mut (f64, f64)) {
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for (xc, gc) in x.chunks(256).zip(gy.chunks(256)) {
+            let (mut p1, mut p2) = (0.0f32, 0.0f32);
+            for (&x, &g) in xc.iter().zip(gc) {
+                let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
+                p1 += du;
+                p2 += du * (x - mu) * r;
+            }
+            s1 += p1 as f64;
+            s2 += p2 as f64;
+        }
+        *out = (s1, s2);
+    }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn grad_apply(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, p: [f32; 5], gx: &mut [f32], accumulate: bool) {
+        // gx = r (k du - m1 - xhat m2)
+        let [mu, r, k, m1, m2] = p;
+        for ((o, &x), &g) in gx.iter_mut().zip(x).zip(gy) {
+            let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
+            let xhat = (x - mu) * r;
+            let v = r * (k * du - m1 - xhat * m2);
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
+}

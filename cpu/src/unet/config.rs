@@ -1,0 +1,322 @@
+//! The UNet's configuration: guided-diffusion's `UNetModel` arguments, from a preset, a JSON file
+//! or a checkpoint's metadata.
+
+use crate::error::{Error, Result};
+use crate::nn::AttentionOrder;
+use diffinv_core::VarianceKind;
+use serde_json::Value;
+
+/// The architecture of a guided-diffusion UNet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// Side of the (square) images.
+    pub image_size: usize,
+    /// Image channels.
+    pub in_channels: usize,
+    /// Base channel count.
+    pub model_channels: usize,
+    /// Output channels (2x `in_channels` when the variance is learned).
+    pub out_channels: usize,
+    /// ResBlocks per level.
+    pub num_res_blocks: usize,
+    /// Feature-map sizes (`image_size / ds`) with attention.
+    pub attention_resolutions: Vec<usize>,
+    /// Channel multiplier of each level.
+    pub channel_mult: Vec<usize>,
+    /// Heads when `num_head_channels` is not set.
+    pub num_heads: usize,
+    /// Channels per head (overrides `num_heads`).
+    pub num_head_channels: Option<usize>,
+    /// Heads of the decoder's attention when `num_head_channels` is not set.
+    pub num_heads_upsample: usize,
+    /// FiLM-style `GN(h)(1 + scale) + shift` instead of `h + emb`.
+    pub use_scale_shift_norm: bool,
+    /// Up/down-sample with ResBlocks (else separate Upsample/Downsample layers).
+    pub resblock_updown: bool,
+    /// Convolutions in the separate Upsample/Downsample layers.
+    pub conv_resample: bool,
+    /// Channel order of the attention's qkv.
+    pub attention_order: AttentionOrder,
+}
+
+impl UNetConfig {
+    /// The named presets: `ffhq256` (DPS's `ffhq_10m.pt`) and `celeba64` (the shipped model).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "ffhq256" => Some(UNetConfig {
+                image_size: 256,
+                in_channels: 3,
+                model_channels: 128,
+                out_channels: 6,
+                num_res_blocks: 1,
+                attention_resolutions: vec![16],
+                channel_mult: vec![1, 1, 2, 2, 4, 4],
+                num_heads: 4,
+                num_head_channels: Some(64),
+                num_heads_upsample: 4,
+                use_scale_shift_norm: true,
+                resblock_updown: true,
+                conv_resample: true,
+                attention_order: AttentionOrder::Legacy,
+            }),
+            "celeba64" => Some(UNetConfig {
+                image_size: 64,
+                in_channels: 3,
+                model_channels: 64,
+                out_channels: 3,
+                num_res_blocks: 1,
+                attention_resolutions: vec![16, 8],
+                channel_mult: vec![1, 2, 2, 2],
+                num_heads: 4,
+                num_head_channels: Some(32),
+                num_heads_upsample: 4,
+                use_scale_shift_norm: true,
+                resblock_updown: true,
+                conv_resample: true,
+                attention_order: AttentionOrder::Legacy,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The names [`UNetConfig::preset`] knows.
+    pub const PRESETS: &'static [&'static str] = &["ffhq256", "celeba64"];
+
+    /// A preset name, a path to a JSON file, or inline JSON.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        if let Some(c) = Self::preset(arg) {
+            return Ok(c);
+        }
+        let text = if arg.trim_start().starts_with('{') {
+            arg.to_string()
+        } else {
+            let p = std::path::Path::new(arg);
+            if !p.exists() {
+                return Err(Error::Config(format!(
+                    "config '{arg}' is neither a preset ({}) nor a JSON file",
+                    Self::PRESETS.join(", ")
+                )));
+            }
+            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?
+        };
+        Self::from_json(&text).map_err(|e| Error::Config(format!("{arg}: {e}")))
+    }
+
+    /// Parses adm.py-style (`model_channels`, `out_channels`) or guided-diffusion-style
+    /// (`num_channels`, `learn_sigma`) JSON. Unset keys take the DPS FFHQ-256 values.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Config(format!("bad config JSON: {e}")))?;
+        let o = v
+            .as_object()
+            .ok_or_else(|| Error::Config("config JSON must be an object".into()))?;
+        let get_usize = |k: &str| -> Result<Option<usize>> {
+            match o.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .map(|x| Some(x as usize))
+                    .ok_or_else(|| Error::Config(format!("config key '{k}' must be a non-negative integer, got {n}"))),
+                Some(Value::String(s)) if s.trim().parse::<usize>().is_ok() => {
+                    Ok(Some(s.trim().parse().expect("checked")))
+                }
+                Some(x) => Err(Error::Config(format!("config key '{k}' must be an integer, got {x}"))),
+            }
+        };
+        let get_bool = |k: &str, d: bool| -> Result<bool> {
+            match o.get(k) {
+                None | Some(Value::Null) => Ok(d),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(x) => Err(Error::Config(format!(
+                    "config key '{k}' must be true or false, got {x}"
+                ))),
+            }
+        };
+        let get_list = |k: &str| -> Result<Option<Vec<usize>>> {
+            match o.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => s
+                    .split(',')
+                    .map(|p| {
+                        p.trim()
+                            .parse::<usize>()
+                            .map_err(|_| Error::Config(format!("config key '{k}': bad list '{s}'")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                Some(Value::Number(n)) => Ok(Some(vec![n
+                    .as_u64()
+                    .ok_or_else(|| Error::Config(format!("config key '{k}': bad value {n}")))?
+                    as usize])),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_u64()
+                            .map(|x| x as usize)
+                            .ok_or_else(|| Error::Config(format!("config key '{k}': bad list element {x}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                Some(x) => Err(Error::Config(format!("config key '{k}' must be a list, got {x}"))),
+            }
+        };
+        if get_bool("class_cond", false)? || get_usize("num_classes")?.is_some() {
+            return Err(Error::Config("class-conditional models are not supported".into()));
+        }
+        let image_size = get_usize("image_size")?.unwrap_or(256);
+        let in_channels = get_usize("in_channels")?.unwrap_or(3);
+        let model_channels = get_usize("model_channels")?
+            .or(get_usize("num_channels")?)
+            .unwrap_or(128);
+        let out_channels = match get_usize("out_channels")? {
+            Some(c) => c,
+            None => in_channels * if get_bool("learn_sigma", false)? { 2 } else { 1 },
+        };
+        let channel_mult = match get_list("channel_mult")? {
+            Some(m) => m,
+            None => default_channel_mult(image_size)?,
+        };
+        let num_heads = get_usize("num_heads")?.unwrap_or(4);
+        let head_ch = match o.get("num_head_channels") {
+            Some(Value::Number(n)) if n.as_i64() == Some(-1) => None,
+            _ => get_usize("num_head_channels")?,
+        };
+        let heads_up = match o.get("num_heads_upsample") {
+            Some(Value::Number(n)) if n.as_i64() == Some(-1) => None,
+            _ => get_usize("num_heads_upsample")?,
+        };
+        let c = UNetConfig {
+            image_size,
+            in_channels,
+            model_channels,
+            out_channels,
+            num_res_blocks: get_usize("num_res_blocks")?.unwrap_or(1),
+            attention_resolutions: get_list("attention_resolutions")?.unwrap_or_default(),
+            channel_mult,
+            num_heads,
+            num_head_channels: head_ch,
+            num_heads_upsample: heads_up.unwrap_or(num_heads),
+            use_scale_shift_norm: get_bool("use_scale_shift_norm", true)?,
+            resblock_updown: get_bool("resblock_updown", true)?,
+            conv_resample: get_bool("conv_resample", true)?,
+            attention_order: if get_bool("use_new_attention_order", false)? {
+                AttentionOrder::New
+            } else {
+                AttentionOrder::Legacy
+            },
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks that the architecture can be built.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.image_size == 0 || self.in_channels == 0 || self.model_channels == 0 || self.out_channels == 0 {
+            return bad("image_size, in_channels, model_channels and out_channels must be positive".into());
+        }
+        if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
+            return bad(format!(
+                "channel_mult {:?} must be non-empty and positive",
+                self.channel_mult
+            ));
+        }
+        if !self.image_size.is_multiple_of(1 << (self.channel_mult.len() - 1)) {
+            return bad(format!(
+                "image_size {} is not divisible by 2^{} (one halving per level)",
+                self.image_size,
+                self.channel_mult.len() - 1
+            ));
+        }
+        for &m in &self.channel_mult {
+            if !(m * self.model_channels).is_multiple_of(32) {
+                return bad(format!(
+                    "channels {} are not divisible by GroupNorm's 32 groups",
+                    m * self.model_channels
+                ));
+            }
+        }
+        for &r in &self.attention_resolutions {
+            if r == 0 || !self.image_size.is_multiple_of(r) {
+                return bad(format!(
+                    "attention resolution {r} does not divide image_size {}",
+                    self.image_size
+                ));
+            }
+        }
+        if self.num_heads == 0 || self.num_head_channels == Some(0) {
+            return bad("num_heads and num_head_channels must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Number of attention heads for a block of `ch` channels.
+    pub fn heads(&self, ch: usize, upsample: bool) -> Result<usize> {
+        let h = match self.num_head_channels {
+            Some(hc) => {
+                if !ch.is_multiple_of(hc) {
+                    return Err(Error::Config(format!(
+                        "{ch} channels are not divisible by num_head_channels {hc}"
+                    )));
+                }
+                ch / hc
+            }
+            None => {
+                let h = if upsample {
+                    self.num_heads_upsample
+                } else {
+                    self.num_heads
+                };
+                if !ch.is_multiple_of(h) {
+                    return Err(Error::Config(format!("{ch} channels are not divisible by {h} heads")));
+                }
+                h
+            }
+        };
+        Ok(h)
+    }
+
+    /// The variance the model implies: learned range when it outputs `2 x in_channels`.
+    pub fn variance(&self) -> VarianceKind {
+        if self.out_channels == 2 * self.in_channels {
+            VarianceKind::LearnedRange
+        } else {
+            VarianceKind::FixedSmall
+        }
+    }
+
+    /// The config as adm.py-style JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "model_channels": self.model_channels,
+            "out_channels": self.out_channels,
+            "num_res_blocks": self.num_res_blocks,
+            "attention_resolutions": self.attention_resolutions,
+            "channel_mult": self.channel_mult,
+            "num_heads": self.num_heads,
+            "num_head_channels": self.num_head_channels.map_or(-1, |v| v as i64),
+            "num_heads_upsample": self.num_heads_upsample,
+            "use_scale_shift_norm": self.use_scale_shift_norm,
+            "resblock_updown": self.resblock_updown,
+            "conv_resample": self.conv_resample,
+            "use_new_attention_order": self.attention_order == AttentionOrder::New,
+        })
+    }
+}
+
+/// guided-diffusion's default `channel_mult` for an image size.
+fn default_channel_mult(image_size: usize) -> Result<Vec<usize>> {
+    Ok(match image_size {
+        256 => vec![1, 1, 2, 2, 4, 4],
+        128 => vec![1, 1, 2, 3, 4],
+        64 => vec![1, 2, 3, 4],
+        32 => vec![1, 2, 2, 2],
+        s => {
+            return Err(Error::Config(format!(
+                "no default channel_mult for image_size {s}; give channel_mult"
+            )))
+        }
+    })
+}

@@ -1,0 +1,112 @@
+//! Where the UNet's parameters come from: a checkpoint (shape-checked, every tensor used) or a
+//! seeded random initialisation (benchmarks and tests).
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use diffinv_core::NoiseStream;
+use std::collections::BTreeSet;
+
+/// A source of named parameters.
+pub trait WeightSource {
+    /// The parameter `name` with the given shape; `fan_in` is 0 for norm parameters.
+    fn get(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Vec<f32>>;
+    /// Called after the model is built: reports tensors that were never asked for.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Parameters from a checkpoint, with `module.` prefixes (DataParallel) stripped.
+pub struct CheckpointWeights<'a> {
+    ckpt: &'a Checkpoint,
+    prefix: String,
+    used: BTreeSet<String>,
+}
+
+impl<'a> CheckpointWeights<'a> {
+    /// Reads from `ckpt`.
+    pub fn new(ckpt: &'a Checkpoint) -> Self {
+        let names: Vec<&String> = ckpt.tensors().keys().collect();
+        let prefix = ["module.", "model.", "state_dict."]
+            .iter()
+            .find(|p| !names.is_empty() && names.iter().all(|n| n.starts_with(*p)))
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        CheckpointWeights {
+            ckpt,
+            prefix,
+            used: BTreeSet::new(),
+        }
+    }
+}
+
+impl WeightSource for CheckpointWeights<'_> {
+    fn get(&mut self, name: &str, shape: &[usize], _fan_in: usize) -> Result<Vec<f32>> {
+        let full = format!("{}{name}", self.prefix);
+        let info = self.ckpt.info(&full)?;
+        if info.shape != shape {
+            return Err(Error::Tensor(format!(
+                "{}: tensor '{full}' has shape {:?}, the config needs {:?} (wrong --config?)",
+                self.ckpt.path(),
+                info.shape,
+                shape
+            )));
+        }
+        self.used.insert(full.clone());
+        let (_, v) = self.ckpt.f32(&full)?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Tensor(format!(
+                "{}: tensor '{full}' holds a non-finite value at element {i}",
+                self.ckpt.path()
+            )));
+        }
+        Ok(v)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let extra: Vec<&String> = self.ckpt.tensors().keys().filter(|k| !self.used.contains(*k)).collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        Err(Error::Tensor(format!(
+            "{}: {} tensor(s) not used by the config (wrong --config?): {}{}",
+            self.ckpt.path(),
+            extra.len(),
+            shown.join(", "),
+            if extra.len() > 5 { ", ..." } else { "" }
+        )))
+    }
+}
+
+/// Seeded random parameters, scaled like adm_tiny's: norm weight `1 + 0.1 n`, norm bias `0.1 n`,
+/// conv and linear weights and biases `n/sqrt(fan_in)`.
+pub struct RandomWeights {
+    rng: NoiseStream,
+}
+
+impl RandomWeights {
+    /// Random weights from `seed`.
+    pub fn new(seed: u64) -> Self {
+        RandomWeights {
+            rng: NoiseStream::new(seed, diffinv_core::rng::streams::WEIGHTS),
+        }
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn get(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Vec<f32>> {
+        let mut v = vec![0.0f32; shape.iter().product()];
+        self.rng.fill_normal(&mut v);
+        if fan_in == 0 {
+            let off = if name.ends_with("weight") { 1.0 } else { 0.0 };
+            v.iter_mut().for_each(|x| *x = off + 0.1 * *x);
+        } else {
+            let s = 1.0 / (fan_in as f32).sqrt();
+            v.iter_mut().for_each(|x| *x *= s);
+        }
+        Ok(v)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Every GEMM kernel against a naive f64 reference with fixed seeds (odd sizes, strides,
+//! epilogues), and kernels against each other.
+
+use diffinv_core::NoiseStream;
+use diffinv_cpu::gemm::{gemm_with, DenseB, Epilogue, Isa, PackedA};
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0f32; n];
+    NoiseStream::new(seed, 0).fill_normal(&mut v);
+    v
+}
+
+fn naive(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+) -> Vec<f64> {
+    let mut c = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += a[i * rsa + p * csa] as f64 * b[p * rsb + j * csb] as f64;
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+fn check(isa: Isa, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, seed: u64) {
+    let a = randn(m * k, seed);
+    let b = randn(k * n, seed + 1);
+    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
+    let bias = randn(m, seed + 2);
+    let res = randn(m * n, seed + 3);
+    let prev = randn(m * n, seed + 4);
+    let want = naive(m, n, k, &a, rsa, csa, &b, rsb, csb);
+    let pa = PackedA::pack(m, k, &a, rsa, csa);
+    let pb = DenseB {
+        data: &b,
+        k,
+        n,
+        rs: rsb,
+        cs: csb,
+    };
+    // plain, then with bias + residual + accumulate
+    let mut c = vec![f32::NAN; m * n];
+    gemm_with(isa, &pa, &pb, &mut c, n, Epilogue::default());
+    let mut c2 = prev.clone();
+    gemm_with(
+        isa,
+        &pa,
+        &pb,
+        &mut c2,
+        n,
+        Epilogue {
+            bias: Some(&bias),
+            residual: Some(&res),
+            accumulate: true,
+        },
+    );
+    let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+    for i in 0..m {
+        for j in 0..n {
+            let w = want[i * n + j];
+            let e = (c[i * n + j] as f64 - w).abs();
+            assert!(
+                e <= tol * (1.0 + w.abs()),
+                "{} {m}x{n}x{k} ta={trans_a} tb={trans_b}: C[{i},{j}] = {} want {w}",
+                isa.name(),
+                c[i * n + j]
+            );
+            let w2 = w + bias[i] as f64 + res[i * n + j] as f64 + prev[i * n + j] as f64;
+            let e2 = (c2[i * n + j] as f64 - w2).abs();
+            assert!(
+                e2 <= tol * (1.0 + w2.abs()),
+                "{} epilogue {m}x{n}x{k}: C[{i},{j}]",
+                isa.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_match_naive_reference() {
+    let shapes = [
+        (1, 1, 1),
+        (6, 64, 256),
+        (7, 65, 257),
+        (13, 130, 600),
+        (64, 33, 9),
+        (3, 1000, 27),
+        (100, 5, 1),
+        (12, 1100, 40),
+        (5, 17, 0),
+    ];
+    for isa in Isa::all_available() {
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                check(isa, m, n, k, ta, tb, 100 + i as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_agree_with_each_other() {
+    let (m, n, k) = (37, 300, 777);
+    let a = randn(m * k, 9);
+    let b = randn(k * n, 10);
+    let pa = PackedA::pack(m, k, &a, k, 1);
+    let pb = DenseB {
+        data: &b,
+        k,
+        n,
+        rs: n,
+        cs: 1,
+    };
+    let mut outs = Vec::new();
+    for isa in Isa::all_available() {
+        let mut c = vec![0.0; m * n];
+        gemm_with(isa, &pa, &pb, &mut c, n, Epilogue::default());
+        outs.push((isa, c));
+    }
+    for (isa, c) in &outs[1..] {
+        let max = c
+            .iter()
+            .zip(&outs[0].1)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max < 1e-3, "{} vs scalar: {max}", isa.name());
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let (m, n, k) = (70, 2500, 600);
+    let a = randn(m * k, 11);
+    let b = randn(k * n, 12);
+    let pa = PackedA::pack(m, k, &a, k, 1);
+    let pb = DenseB {
+        data: &b,
+        k,
+        n,
+        rs: n,
+        cs: 1,
+    };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut c = vec![0.0; m * n];
+        pool.install(|| diffinv_cpu::gemm::gemm(&pa, &pb, &mut c, n, Epilogue::default()));
+        c
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(5));
+}

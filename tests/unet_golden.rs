@@ -1,0 +1,66 @@
+//! The UNet forward pass against the PyTorch float64 reference: every block of the random-weight
+//! FFHQ-topology model (adm_tiny), and the shipped real model's output.
+
+mod common;
+use common::{golden, rel_err, tensor};
+use diffinv::cpu::unet::{load_model, timestep_embedding, ModelSource, Workspace};
+
+#[test]
+fn adm_tiny_every_block_matches_reference() {
+    let io = golden("adm_tiny_io");
+    let m = load_model(&ModelSource::Path(common::data("golden/adm_tiny.safetensors")), None).unwrap();
+    assert_eq!(m.unet.num_params(), 5_719_686);
+    let x = tensor(&io, "x");
+    let t = io.f32("t_f32").unwrap().1;
+    let sin = timestep_embedding(&t, 32);
+    assert!(rel_err(&sin, &io.f32("temb_sinusoid").unwrap().1) < 1e-6, "sinusoid");
+    let e = rel_err(&m.unet.embed(&t), &io.f32("emb").unwrap().1);
+    assert!(e < 1e-5, "emb: {e}");
+    let mut ws = Workspace::new();
+    let mut worst = (String::new(), 0.0f64);
+    let mut seen = 0;
+    let out = m
+        .unet
+        .forward_traced(&x, &t, &mut ws, &mut |name, a| {
+            let r = io.f32(name).unwrap_or_else(|e| panic!("{e}")).1;
+            let e = rel_err(a.data(), &r);
+            assert!(e <= 1e-4, "{name}: relative error {e:.3e}");
+            if e > worst.1 {
+                worst = (name.to_string(), e);
+            }
+            seen += 1;
+        })
+        .unwrap();
+    assert_eq!(seen, 12 + 1 + 12 + 1, "every block traced");
+    eprintln!("adm_tiny worst block error {:.2e} at {}", worst.1, worst.0);
+    assert_eq!(out.shape(), [2, 6, 64, 64]);
+    // The plain forward gives the same numbers as the traced one.
+    let again = m.unet.forward(&x, &t, &mut ws).unwrap();
+    assert_eq!(again.data(), out.data());
+}
+
+#[test]
+fn celeba64_output_matches_reference() {
+    let io = golden("celeba64_io");
+    let m = load_model(&ModelSource::Default, None).unwrap();
+    assert_eq!(m.unet.num_params(), 7_829_443);
+    let x = tensor(&io, "x_t");
+    let t = io.f32("t_f32").unwrap().1;
+    let mut ws = Workspace::new();
+    let eps = m.unet.forward(&x, &t, &mut ws).unwrap();
+    let e = rel_err(eps.data(), &io.f32("eps").unwrap().1);
+    eprintln!("celeba64 eps relative error {e:.2e}");
+    assert!(e <= 1e-4, "eps relative error {e:.3e}");
+}
+
+#[test]
+fn gflop_counts_match_the_documented_figures() {
+    use diffinv::cpu::unet::{RandomWeights, UNet, UNetConfig};
+    for (preset, params, gflop) in [("ffhq256", 93_563_910usize, 387.9), ("celeba64", 7_829_443, 9.8)] {
+        let cfg = UNetConfig::preset(preset).unwrap();
+        let u = UNet::new(&cfg, &mut RandomWeights::new(1)).unwrap();
+        assert_eq!(u.num_params(), params, "{preset} parameters");
+        let g = u.gflop(cfg.image_size);
+        assert!((g - gflop).abs() < 0.06, "{preset}: {g} GFLOP, documented {gflop}");
+    }
+}
