@@ -10,9 +10,14 @@ pub mod error;
 pub mod io;
 pub mod tensor;
 
+pub use backend::CpuBackend;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub mod gemm;
 #[macro_use]
 pub mod nn;
+pub mod backend;
+pub mod image_io;
+pub mod metrics;
+pub mod ops;
 pub mod unet;

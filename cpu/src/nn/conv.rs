@@ -82,8 +82,10 @@ impl Im2col<'_> {
                     let lo = (-(ox as isize) - off).clamp(0, run as isize) as usize;
                     let hi = (self.w as isize - ox as isize - off).clamp(lo as isize, run as isize) as usize;
                     seg[..lo].fill(0.0);
-                    let s0 = (ox as isize + lo as isize + off) as usize;
-                    seg[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                    if hi > lo {
+                        let s0 = (ox as isize + lo as isize + off) as usize;
+                        seg[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                    }
                     seg[hi..].fill(0.0);
                 } else {
                     for (t, v) in seg.iter_mut().enumerate() {

@@ -1,0 +1,252 @@
+//! Images in and out: PNG/JPEG decoding with size limits (checked before any pixel is
+//! decoded), the `x = u8/127.5 - 1` mapping of the diffusion models, centre-crop resizing,
+//! atomic PNG writes and labelled image grids.
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::tensor::Tensor;
+use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use std::path::Path;
+
+/// The largest image side accepted.
+pub const MAX_SIDE: u32 = 16_384;
+/// The largest decoded size in bytes.
+pub const MAX_BYTES: u64 = 1 << 30;
+
+/// Decodes an image file, refusing sizes over the limits before decoding pixels.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let shown = path.display();
+    let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::Image(format!("{shown}: not an image (expected PNG or JPEG)")));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => Error::Image(format!(
+            "{shown}: image larger than {MAX_SIDE}x{MAX_SIDE} pixels or {} MiB decoded",
+            MAX_BYTES >> 20
+        )),
+        image::ImageError::Unsupported(u) => Error::Image(format!("{shown}: unsupported image: {u}")),
+        e => Error::Image(format!("{shown}: cannot decode image: {e}")),
+    })
+}
+
+/// RGB pixels as floats in [0, 1] (grayscale is replicated, alpha dropped, 16-bit kept exact).
+fn rgb_f64(img: &DynamicImage) -> (usize, usize, Vec<f64>) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let v = match img {
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => img
+            .to_rgb16()
+            .into_raw()
+            .into_iter()
+            .map(|v| v as f64 / 65535.0)
+            .collect(),
+        _ => img.to_rgb8().into_raw().into_iter().map(|v| v as f64 / 255.0).collect(),
+    };
+    (h, w, v)
+}
+
+/// Centre-crops to a square and resizes to `size x size` (Lanczos3).
+pub fn crop_resize(img: &DynamicImage, size: u32) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let s = w.min(h);
+    let cropped = img.crop_imm((w - s) / 2, (h - s) / 2, s, s);
+    if s == size {
+        cropped
+    } else {
+        cropped.resize_exact(size, size, image::imageops::FilterType::Lanczos3)
+    }
+}
+
+/// How [`load_image`] treats the image size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// Any size.
+    Any,
+    /// Exactly `size x size`, else an error that hints at `--resize`.
+    Exact(usize),
+    /// Centre-crop and resize to `size x size`.
+    Resize(usize),
+}
+
+/// An image file as a `1 x 3 x H x W` tensor in [-1, 1] (`x = u8/127.5 - 1`).
+pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
+    let mut img = decode(path)?;
+    match fit {
+        Fit::Any => {}
+        Fit::Exact(s) => {
+            if img.width() as usize != s || img.height() as usize != s {
+                return Err(Error::Image(format!(
+                    "{}: image is {}x{}, the model takes {s}x{s} (use --resize to centre-crop and resize)",
+                    path.display(),
+                    img.width(),
+                    img.height()
+                )));
+            }
+        }
+        Fit::Resize(s) => img = crop_resize(&img, s as u32),
+    }
+    let (h, w, v) = rgb_f64(&img);
+    let mut t = Tensor::zeros([1, 3, h, w]);
+    let d = t.data_mut();
+    for p in 0..h * w {
+        for c in 0..3 {
+            // u8/127.5 - 1 == 2 (u8/255) - 1, computed in f64 as the reference does.
+            d[c * h * w + p] = (v[p * 3 + c] * 2.0 - 1.0) as f32;
+        }
+    }
+    Ok(t)
+}
+
+/// A grayscale image in [0, 1] (masks, kernels): `(h, w, values)`.
+pub fn load_gray(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let img = decode(path)?;
+    let g = img.to_luma32f();
+    Ok((g.height() as usize, g.width() as usize, g.into_raw()))
+}
+
+/// Image `i` of a [-1, 1] tensor as 8-bit RGB (rounded, clipped).
+pub fn to_rgb8(t: &Tensor, i: usize) -> RgbImage {
+    let (h, w) = (t.h(), t.w());
+    let x = t.image(i);
+    let c = t.c();
+    let mut out = RgbImage::new(w as u32, h as u32);
+    for y in 0..h {
+        for xx in 0..w {
+            let px = |ch: usize| {
+                let v = x[(ch.min(c - 1) * h + y) * w + xx];
+                ((v as f64 + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8
+            };
+            out.put_pixel(xx as u32, y as u32, image::Rgb([px(0), px(1), px(2)]));
+        }
+    }
+    out
+}
+
+fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
+    let fmt = match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("jpg") | Some("jpeg") => image::ImageFormat::Jpeg,
+        _ => image::ImageFormat::Png,
+    };
+    write_atomic(path, |w| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, fmt).map_err(std::io::Error::other)?;
+        w.write_all(buf.get_ref())
+    })
+}
+
+/// Writes image `i` of a [-1, 1] tensor (PNG, or JPEG by extension), atomically.
+pub fn save_image(path: &Path, t: &Tensor, i: usize) -> Result<()> {
+    write_rgb(path, &to_rgb8(t, i))
+}
+
+/// A grid of equally sized images (`cols` per row), with an optional label above each column.
+pub fn save_grid(path: &Path, tiles: &[RgbImage], cols: usize, labels: &[String]) -> Result<()> {
+    let first = tiles.first().ok_or_else(|| Error::Image("empty grid".into()))?;
+    let (tw, th) = (first.width(), first.height());
+    let cols = cols.max(1) as u32;
+    let rows = (tiles.len() as u32).div_ceil(cols);
+    let label_h = if labels.is_empty() { 0 } else { 12 };
+    let gap = 2;
+    let mut out = RgbImage::from_pixel(
+        cols * (tw + gap) + gap,
+        label_h + rows * (th + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    for (k, t) in tiles.iter().enumerate() {
+        let (c, r) = (k as u32 % cols, k as u32 / cols);
+        image::imageops::replace(
+            &mut out,
+            t,
+            (gap + c * (tw + gap)) as i64,
+            (label_h + gap + r * (th + gap)) as i64,
+        );
+    }
+    for (c, l) in labels.iter().enumerate().take(cols as usize) {
+        draw_text(&mut out, l, gap + c as u32 * (tw + gap), 2, tw);
+    }
+    write_rgb(path, &out)
+}
+
+/// A 3x5 pixel font for labels (upper case, digits, a few symbols).
+fn glyph(c: char) -> [u8; 5] {
+    match c.to_ascii_uppercase() {
+        'A' => [2, 5, 7, 5, 5],
+        'B' => [6, 5, 6, 5, 6],
+        'C' => [3, 4, 4, 4, 3],
+        'D' => [6, 5, 5, 5, 6],
+        'E' => [7, 4, 6, 4, 7],
+        'F' => [7, 4, 6, 4, 4],
+        'G' => [3, 4, 5, 5, 3],
+        'H' => [5, 5, 7, 5, 5],
+        'I' => [7, 2, 2, 2, 7],
+        'J' => [1, 1, 1, 5, 2],
+        'K' => [5, 5, 6, 5, 5],
+        'L' => [4, 4, 4, 4, 7],
+        'M' => [5, 7, 7, 5, 5],
+        'N' => [6, 5, 5, 5, 5],
+        'O' => [2, 5, 5, 5, 2],
+        'P' => [6, 5, 6, 4, 4],
+        'Q' => [2, 5, 5, 6, 3],
+        'R' => [6, 5, 6, 5, 5],
+        'S' => [3, 4, 2, 1, 6],
+        'T' => [7, 2, 2, 2, 2],
+        'U' => [5, 5, 5, 5, 7],
+        'V' => [5, 5, 5, 5, 2],
+        'W' => [5, 5, 7, 7, 5],
+        'X' => [5, 5, 2, 5, 5],
+        'Y' => [5, 5, 2, 2, 2],
+        'Z' => [7, 1, 2, 4, 7],
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [6, 1, 2, 4, 7],
+        '3' => [6, 1, 2, 1, 6],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 6, 1, 6],
+        '6' => [3, 4, 6, 5, 2],
+        '7' => [7, 1, 1, 2, 2],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [2, 5, 3, 1, 6],
+        '-' => [0, 0, 7, 0, 0],
+        '.' => [0, 0, 0, 0, 2],
+        '=' => [0, 7, 0, 7, 0],
+        '/' => [1, 1, 2, 4, 4],
+        '_' => [0, 0, 0, 0, 7],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        _ => [0, 0, 0, 0, 0],
+    }
+}
+
+/// Draws `text` at (x, y), truncated to `max_w` pixels.
+pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, max_w: u32) {
+    for (k, ch) in text.chars().enumerate() {
+        let x0 = x + 4 * k as u32;
+        if x0 + 3 > x + max_w {
+            break;
+        }
+        for (r, bits) in glyph(ch).iter().enumerate() {
+            for b in 0..3 {
+                if bits & (4 >> b) != 0 {
+                    let (px, py) = (x0 + b, y + r as u32 + 1);
+                    if px < img.width() && py < img.height() {
+                        img.put_pixel(px, py, image::Rgb([0, 0, 0]));
+                    }
+                }
+            }
+        }
+    }
+}
