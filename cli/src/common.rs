@@ -3,6 +3,7 @@
 
 use clap::Args;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Options every command takes.
 #[derive(Args, Clone, Debug)]
@@ -55,6 +56,11 @@ pub type Result<T> = std::result::Result<T, CliError>;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// True once Ctrl-C was pressed: long loops stop at the next step and write nothing partial.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
 impl Global {
     /// Sets up the thread pool and Ctrl-C handling.
     pub fn init(&self) -> Result<()> {
@@ -93,6 +99,52 @@ impl Global {
     pub fn emit_json(&self, v: &serde_json::Value) {
         if self.json {
             println!("{v}");
+        }
+    }
+
+    /// A progress bar with ETA on stderr (hidden when quiet or not a terminal).
+    pub fn progress(&self, total: u64, what: &str) -> Progress {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        let pb = ProgressBar::new(total);
+        if self.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            pb.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        pb.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        pb.set_message(what.to_string());
+        Progress { pb: Arc::new(pb) }
+    }
+}
+
+/// A progress bar handle; `monitor()` gives the sampler loops' callback, which also stops the
+/// loop on Ctrl-C.
+#[derive(Clone)]
+pub struct Progress {
+    pb: Arc<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// Moves to `done` of `total`.
+    pub fn set(&self, done: u64) {
+        self.pb.set_position(done);
+    }
+    /// Sets the total.
+    pub fn set_length(&self, total: u64) {
+        self.pb.set_length(total);
+    }
+    /// Clears the bar.
+    pub fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+    /// A sampler monitor: advances the bar, returns false (cancel) after Ctrl-C.
+    pub fn monitor(&self) -> impl FnMut(usize, usize) -> bool + '_ {
+        move |done, total| {
+            self.pb.set_length(total as u64);
+            self.pb.set_position(done as u64);
+            !interrupted()
         }
     }
 }

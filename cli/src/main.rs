@@ -2,6 +2,8 @@
 
 mod cmd;
 mod common;
+mod quality;
+mod taskargs;
 
 use clap::Parser;
 use common::{CliError, Global};

@@ -20,4 +20,5 @@ pub mod backend;
 pub mod image_io;
 pub mod metrics;
 pub mod ops;
+pub mod solve;
 pub mod unet;

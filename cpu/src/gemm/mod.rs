@@ -163,6 +163,9 @@ pub fn gemm(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilo
     gemm_with(default_isa(), a, b, c, ldc, epi)
 }
 
+/// The largest packed B (in floats) that is packed once and shared between tasks.
+const SHARED_B_MAX: usize = 4 << 20;
+
 /// [`gemm`] with an explicit kernel (which must be available).
 pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
     assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
@@ -175,15 +178,22 @@ pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: us
     if let Some(r) = epi.residual {
         assert!(r.len() >= (m - 1) * ldc + n, "gemm: residual too small");
     }
-    // Tasks: column blocks of NC, and row chunks when there are too few column blocks to keep
-    // every thread busy. The split never changes the per-element reduction order.
+    let cptr = SendPtr(c.as_mut_ptr());
     let n_blocks = n.div_ceil(NC);
     let panels = m.div_ceil(MR);
     let want = 4 * rayon::current_num_threads();
+    let small = k * n * m < 32 * 1024;
+    // With few column blocks the tasks must split the rows too, and would each re-pack the same
+    // B panels: when the whole packed B is small, pack it once and share it.
+    if !small && n_blocks < want && k * n.div_ceil(isa.nr()) * isa.nr() <= SHARED_B_MAX {
+        shared_b(isa, a, b, cptr, ldc, epi, want);
+        return;
+    }
+    // Tasks: column blocks of NC, and row chunks when there are too few column blocks to keep
+    // every thread busy. The split never changes the per-element reduction order.
     let m_chunks = want.div_ceil(n_blocks).clamp(1, panels);
     let panels_per_chunk = panels.div_ceil(m_chunks);
     let tasks = n_blocks * panels.div_ceil(panels_per_chunk);
-    let cptr = SendPtr(c.as_mut_ptr());
     let run = |task: usize| {
         let nb = task % n_blocks;
         let mc = task / n_blocks;
@@ -192,11 +202,114 @@ pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: us
         // SAFETY: this task owns rows p0*MR..p1*MR and columns n0..n1 of C.
         unsafe { block(isa, a, b, cptr, ldc, epi, p0, p1, n0, n1) };
     };
-    if tasks == 1 || k * n * m < 32 * 1024 {
+    if tasks == 1 || small {
         (0..tasks).for_each(run);
     } else {
         use rayon::prelude::*;
         (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+thread_local! {
+    static SHARED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packs all of B once (in parallel over K blocks), then runs row chunks over the shared panels.
+fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi: Epilogue<'_>, want: usize) {
+    use rayon::prelude::*;
+    let (m, k, n) = (a.m, a.k, b.n());
+    let nr = isa.nr();
+    let nq = n.div_ceil(nr);
+    // K block kb holds rows kb*KC.. of every panel: kc x (nq*nr), panel by panel.
+    let mut packed = SHARED_B.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    packed.resize(k * nq * nr, 0.0);
+    packed.par_chunks_mut(KC * nq * nr).enumerate().for_each(|(kb, dst)| {
+        let k0 = kb * KC;
+        let kc = KC.min(k - k0);
+        b.pack(k0, kc, 0, n, nr, &mut dst[..kc * nq * nr]);
+    });
+    let panels = m.div_ceil(MR);
+    let per = panels.div_ceil(want.min(panels));
+    let pk = &packed;
+    (0..panels.div_ceil(per)).into_par_iter().for_each(|t| {
+        let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
+        let mut edge = [0.0f32; MR * 64];
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            let acc = k0 > 0 || epi.accumulate;
+            for p in p0..p1 {
+                let rows = MR.min(m - p * MR);
+                // SAFETY: this task owns rows p0*MR..p1*MR of C.
+                unsafe {
+                    tile_row(
+                        isa,
+                        a.panel(p, k0),
+                        &pk[k0 * nq * nr..],
+                        kc,
+                        nq,
+                        rows,
+                        p * MR,
+                        0,
+                        n,
+                        c,
+                        ldc,
+                        acc,
+                        &mut edge,
+                    )
+                };
+            }
+            k0 += kc;
+        }
+        // SAFETY: as above.
+        unsafe { apply_epilogue(c, ldc, epi, p0 * MR, (p1 * MR).min(m), 0, n) };
+    });
+    SHARED_B.with(|s| *s.borrow_mut() = packed);
+}
+
+/// One row panel of C (rows `r0..r0+rows`) against packed B panels `bp`, columns `n0..n1`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile_row(
+    isa: Isa,
+    ap: *const f32,
+    bp: &[f32],
+    kc: usize,
+    nq: usize,
+    rows: usize,
+    r0: usize,
+    n0: usize,
+    n1: usize,
+    c: SendPtr,
+    ldc: usize,
+    acc: bool,
+    edge: &mut [f32; MR * 64],
+) {
+    let nr = isa.nr();
+    for q in 0..nq {
+        let j0 = n0 + q * nr;
+        if j0 >= n1 {
+            break;
+        }
+        let cols = nr.min(n1 - j0);
+        let bq = bp[q * kc * nr..].as_ptr();
+        let ct = c.0.add(r0 * ldc + j0);
+        if rows == MR && cols == nr {
+            isa.kernel(kc, ap, bq, ct, ldc, acc);
+        } else {
+            // Partial tile: run the full kernel on a scratch tile, copy the valid part.
+            for r in 0..rows {
+                for j in 0..cols {
+                    edge[r * nr + j] = if acc { *ct.add(r * ldc + j) } else { 0.0 };
+                }
+            }
+            isa.kernel(kc, ap, bq, edge.as_mut_ptr(), nr, true);
+            for r in 0..rows {
+                for j in 0..cols {
+                    *ct.add(r * ldc + j) = edge[r * nr + j];
+                }
+            }
+        }
     }
 }
 
@@ -225,40 +338,29 @@ unsafe fn block(
         }
         let mut edge = [0.0f32; MR * 64];
         let mut k0 = 0;
-        loop {
+        while k0 < k {
             let kc = KC.min(k - k0);
             b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * nq * nr]);
             let acc = k0 > 0 || epi.accumulate;
             for p in p0..p1 {
                 let rows = MR.min(m - p * MR);
-                let ap = a.panel(p, k0);
-                for q in 0..nq {
-                    let j0 = n0 + q * nr;
-                    let cols = nr.min(n1 - j0);
-                    let bp = buf[q * kc * nr..].as_ptr();
-                    let ct = c.0.add(p * MR * ldc + j0);
-                    if rows == MR && cols == nr {
-                        isa.kernel(kc, ap, bp, ct, ldc, acc);
-                    } else {
-                        // Partial tile: run the full kernel on a scratch tile, copy the valid part.
-                        for r in 0..rows {
-                            for j in 0..cols {
-                                edge[r * nr + j] = if acc { *ct.add(r * ldc + j) } else { 0.0 };
-                            }
-                        }
-                        isa.kernel(kc, ap, bp, edge.as_mut_ptr(), nr, true);
-                        for r in 0..rows {
-                            for j in 0..cols {
-                                *ct.add(r * ldc + j) = edge[r * nr + j];
-                            }
-                        }
-                    }
-                }
+                tile_row(
+                    isa,
+                    a.panel(p, k0),
+                    &buf[..kc * nq * nr],
+                    kc,
+                    nq,
+                    rows,
+                    p * MR,
+                    n0,
+                    n1,
+                    c,
+                    ldc,
+                    acc,
+                    &mut edge,
+                );
             }
             k0 += kc;
-            if k0 >= k {
-                break;
-            }
         }
         if k == 0 && !epi.accumulate {
             for r in p0 * MR..(p1 * MR).min(m) {

@@ -84,7 +84,7 @@ impl Im2col<'_> {
                     seg[..lo].fill(0.0);
                     if hi > lo {
                         let s0 = (ox as isize + lo as isize + off) as usize;
-                        seg[lo..hi].copy_from_slice(&src[s0..s0 + hi - lo]);
+                        copy_short(&mut seg[lo..hi], &src[s0..s0 + hi - lo]);
                     }
                     seg[hi..].fill(0.0);
                 } else {
@@ -102,6 +102,21 @@ impl Im2col<'_> {
             ox = 0;
             oy += 1;
         }
+    }
+}
+
+/// `dst = src` for the short runs of im2col rows: fixed 16-float chunks compile to vector moves,
+/// where `copy_from_slice` would call memmove for every run.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (a, b) in (&mut d).zip(&mut s) {
+        let b: &[f32; 16] = b.try_into().expect("16");
+        a.copy_from_slice(b);
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
     }
 }
 

@@ -225,16 +225,26 @@ fn grad_sums(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32)
 multiversion! {
     #[allow(clippy::too_many_arguments)]
     fn grad_sums_impl(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32, out: &mut (f64, f64)) {
+        // 16 f32 lanes per run of 256 (vectorisable), f64 across runs.
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
         for (xc, gc) in x.chunks(256).zip(gy.chunks(256)) {
-            let (mut p1, mut p2) = (0.0f32, 0.0f32);
-            for (&x, &g) in xc.iter().zip(gc) {
-                let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
-                p1 += du;
-                p2 += du * (x - mu) * r;
+            let (mut p1, mut p2) = ([0.0f32; 16], [0.0f32; 16]);
+            let mut xs = xc.chunks_exact(16);
+            let mut gs = gc.chunks_exact(16);
+            for (xv, gv) in (&mut xs).zip(&mut gs) {
+                for j in 0..16 {
+                    let du = if silu { gv[j] * super::simd::silu_grad(a * xv[j] + b) } else { gv[j] };
+                    p1[j] += du;
+                    p2[j] += du * (xv[j] - mu) * r;
+                }
             }
-            s1 += p1 as f64;
-            s2 += p2 as f64;
+            for (j, (&x, &g)) in xs.remainder().iter().zip(gs.remainder()).enumerate() {
+                let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
+                p1[j] += du;
+                p2[j] += du * (x - mu) * r;
+            }
+            s1 += p1.iter().map(|&v| v as f64).sum::<f64>();
+            s2 += p2.iter().map(|&v| v as f64).sum::<f64>();
         }
         *out = (s1, s2);
     }

@@ -21,7 +21,9 @@ impl Workspace {
         Self::default()
     }
 
-    /// A buffer of `len` zeros, reusing the smallest free buffer that is large enough.
+    /// A buffer of `len` floats, reusing the smallest free buffer that is large enough. The
+    /// contents are stale: every caller overwrites the whole buffer (GEMMs without
+    /// accumulation, norms, resampling, concatenation), so no time goes into zero-filling.
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
         let best = self
             .free
@@ -34,8 +36,11 @@ impl Workspace {
             Some(i) => self.free.swap_remove(i),
             None => Vec::with_capacity(len),
         };
-        v.clear();
-        v.resize(len, 0.0);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
         v
     }
 

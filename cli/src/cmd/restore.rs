@@ -1,0 +1,315 @@
+//! `diffinv restore`: solve an inverse problem for one image or a folder of images.
+
+use super::model::source;
+use crate::common::{CliError, Global, Result};
+use crate::quality::{Judge, Quality};
+use crate::taskargs::OpArgs;
+use clap::Args;
+use diffinv_cpu::image_io::{load_image, save_image, Fit};
+use diffinv_cpu::ops::measure;
+use diffinv_cpu::solve::{restore, Method, Settings};
+use diffinv_cpu::unet::{load_model, LoadedModel};
+use diffinv_cpu::Error;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const EXAMPLES: &str = "Examples:
+  # Restore a face from a 50% box hole, simulating the measurement from a clean image:
+  diffinv restore --task inpaint-box --from-clean assets/samples/009521.png -o out.png
+  # Deblur a measurement made by `diffinv degrade` (same --seed gives the same operator):
+  diffinv degrade --task deblur-gauss face.png -o blurred.png
+  diffinv restore --task deblur-gauss --method diffpir blurred.png -o restored.png
+  # A folder, with metrics, as JSON:
+  diffinv restore --task sr4 --from-clean --method dps --steps 250 faces/ -o out/ --json";
+
+#[derive(Args)]
+#[command(after_help = EXAMPLES)]
+pub struct RestoreArgs {
+    /// The measurement (or, with --from-clean, the clean image): a PNG/JPEG file or a folder.
+    input: PathBuf,
+    /// Output image, or folder when INPUT is a folder.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// dps (default), ald, sdedit, diffpir.
+    #[arg(long, default_value = "dps")]
+    method: String,
+    #[command(flatten)]
+    op: OpArgs,
+    /// INPUT is a clean image: simulate the measurement and report PSNR/SSIM/LPIPS.
+    #[arg(long)]
+    from_clean: bool,
+    /// With --from-clean: also write the simulated measurement (as an image) here.
+    #[arg(long, value_name = "PATH")]
+    save_measurement: Option<PathBuf>,
+    /// Respaced chain length (diffusion methods).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DPS step size (at 1000 steps; scaled by 1000/steps when respacing) or DiffPIR noise mix.
+    #[arg(long)]
+    zeta: Option<f64>,
+    /// Score-ALD anneal factor, SDEdit data step, DiffPIR data weight.
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// SDEdit starting timestep.
+    #[arg(long)]
+    t0: Option<usize>,
+    /// The model checkpoint (default: the shipped 64x64 face model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
+    #[arg(long)]
+    config: Option<String>,
+    /// Centre-crop and resize clean inputs to the model's size.
+    #[arg(long)]
+    resize: bool,
+}
+
+/// Lists the images of a folder, sorted.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| CliError::runtime(format!("{}: {e}", dir.display())))?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+struct Job<'a> {
+    a: &'a RestoreArgs,
+    g: &'a Global,
+    model: &'a LoadedModel,
+    method: Method,
+    judge: Option<&'a Judge>,
+    params: diffinv_cpu::ops::TaskParams,
+}
+
+impl Job<'_> {
+    fn run_one(&self, input: &Path, output: &Path, index: u64, save_meas: Option<&Path>) -> Result<serde_json::Value> {
+        let a = self.a;
+        let size = self.model.config.image_size;
+        let task = a.op.task()?;
+        let shape = [1, self.model.config.in_channels, size, size];
+        let op = a.op.op(&self.params, shape, self.g.seed, index)?;
+        let (clean, y) = if a.from_clean {
+            let fit = if a.resize { Fit::Resize(size) } else { Fit::Exact(size) };
+            let x = load_image(input, fit)?;
+            let y = measure(&op, &x, a.op.noise, self.g.seed, index)?;
+            (Some(x), y)
+        } else {
+            let y = load_image(input, Fit::Any)?;
+            let want = op.measurement_shape(shape);
+            if y.shape() != want {
+                return Err(CliError::runtime(format!(
+                    "{}: measurement is {}x{}, --task {} on this model expects {}x{}{}",
+                    input.display(),
+                    y.w(),
+                    y.h(),
+                    task.name(),
+                    want[3],
+                    want[2],
+                    if want[2] == size && y.h() != size {
+                        " (use --from-clean --resize for a clean image)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            (None, y)
+        };
+        let meas_img = op.measurement_image(&y)?;
+        if let Some(p) = save_meas {
+            save_image(p, &meas_img, 0)?;
+        }
+        let settings = Settings {
+            steps: a.steps,
+            zeta: a.zeta,
+            lambda: a.lambda,
+            t0: a.t0,
+        };
+        let name = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pb = self.g.progress(0, &name);
+        let t0 = Instant::now();
+        let out = restore(
+            self.model,
+            self.method,
+            task,
+            &settings,
+            &op,
+            &y,
+            a.op.noise,
+            self.g.seed,
+            index,
+            &mut |done, total| {
+                pb.set_length(total as u64);
+                pb.set(done as u64);
+                !crate::common::interrupted()
+            },
+        );
+        pb.finish();
+        let out = out.map_err(|e| match e {
+            Error::Cancelled => CliError {
+                code: 130,
+                message: "interrupted; nothing was written for this image".into(),
+            },
+            e => CliError::from(e),
+        })?;
+        let seconds = t0.elapsed().as_secs_f64();
+        save_image(output, &out.x, 0)?;
+        let mut m = serde_json::Map::new();
+        m.insert("input".into(), input.display().to_string().into());
+        m.insert("output".into(), output.display().to_string().into());
+        m.insert("method".into(), self.method.name().into());
+        m.insert("task".into(), task.name().into());
+        m.insert("seed".into(), self.g.seed.into());
+        m.insert("seconds".into(), seconds.into());
+        m.insert("nfe".into(), out.nfe.into());
+        m.insert("vjp".into(), out.vjps.into());
+        for (k, v) in &out.params {
+            m.insert((*k).into(), (*v).into());
+        }
+        let mut line = format!(
+            "{} -> {} ({:.1} s, {} NFE)",
+            input.display(),
+            output.display(),
+            seconds,
+            out.nfe
+        );
+        if let (Some(x), Some(j)) = (&clean, self.judge) {
+            let q = j.measure(x, &out.x, 0)?;
+            let qm = j.measure(x, &meas_img, 0)?;
+            q.json("", &mut m);
+            qm.json("measurement_", &mut m);
+            line += &format!("\n  result:      {}\n  measurement: {}", q.line(), qm.line());
+        }
+        self.g.say(line);
+        Ok(serde_json::Value::Object(m))
+    }
+}
+
+pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
+    let method = Method::parse(&a.method).map_err(|e| CliError::usage(e.to_string()))?;
+    let params = a.op.params()?;
+    if a.save_measurement.is_some() && !a.from_clean {
+        return Err(CliError::usage("--save-measurement needs --from-clean"));
+    }
+    if a.resize && !a.from_clean {
+        return Err(CliError::usage(
+            "--resize applies to clean inputs (--from-clean); a measurement is used as it is",
+        ));
+    }
+    if !a.input.exists() {
+        return Err(CliError::runtime(format!(
+            "{}: no such file or folder",
+            a.input.display()
+        )));
+    }
+    let model = load_model(&source(&a.model), a.config.as_deref())?;
+    let judge = if a.from_clean { Some(Judge::load()?) } else { None };
+    let job = Job {
+        a: &a,
+        g,
+        model: &model,
+        method,
+        judge: judge.as_ref(),
+        params,
+    };
+    if a.input.is_dir() {
+        return run_folder(&job);
+    }
+    if a.output.is_dir() {
+        return Err(CliError::usage(format!(
+            "{} is a folder; give an output file for a single input",
+            a.output.display()
+        )));
+    }
+    let v = job.run_one(&a.input, &a.output, 0, a.save_measurement.as_deref())?;
+    g.emit_json(&v);
+    Ok(())
+}
+
+fn run_folder(job: &Job<'_>) -> Result<()> {
+    let (a, g) = (job.a, job.g);
+    if a.save_measurement.as_ref().is_some_and(|p| p.exists() && !p.is_dir()) {
+        return Err(CliError::usage(
+            "with a folder INPUT, --save-measurement must be a folder",
+        ));
+    }
+    let inputs = list_images(&a.input)?;
+    if inputs.is_empty() {
+        return Err(CliError::runtime(format!(
+            "{}: no PNG or JPEG images",
+            a.input.display()
+        )));
+    }
+    std::fs::create_dir_all(&a.output).map_err(|e| CliError::runtime(format!("{}: {e}", a.output.display())))?;
+    let (mut results, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0usize);
+    let mut sums = Quality::default();
+    let mut scored = 0usize;
+    for (i, input) in inputs.iter().enumerate() {
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let output = a.output.join(format!("{stem}.png"));
+        if output.exists() {
+            skipped += 1;
+            continue;
+        }
+        let meas = a.save_measurement.as_ref().map(|d| d.join(format!("{stem}.png")));
+        if let Some(d) = &a.save_measurement {
+            std::fs::create_dir_all(d).map_err(|e| CliError::runtime(format!("{}: {e}", d.display())))?;
+        }
+        match job.run_one(input, &output, i as u64, meas.as_deref()) {
+            Ok(v) => {
+                if let Some(p) = v.get("psnr").and_then(|p| p.as_f64()) {
+                    sums.psnr += p;
+                    sums.ssim += v["ssim"].as_f64().unwrap_or(0.0);
+                    sums.lpips_alex += v["lpips_alex"].as_f64().unwrap_or(0.0);
+                    sums.lpips_vgg += v["lpips_vgg"].as_f64().unwrap_or(0.0);
+                    scored += 1;
+                }
+                results.push(v)
+            }
+            Err(e) if e.code == 130 => return Err(e),
+            Err(e) => {
+                g.say(format!("diffinv: {}: {}", input.display(), e.message));
+                failed.push(serde_json::json!({"input": input.display().to_string(), "error": e.message}));
+            }
+        }
+    }
+    let mut summary = format!(
+        "{} restored, {} skipped (output exists), {} failed",
+        results.len(),
+        skipped,
+        failed.len()
+    );
+    if scored > 0 {
+        let n = scored as f64;
+        summary += &format!(
+            "; mean PSNR {:.2} dB, SSIM {:.4}, LPIPS alex {:.4} vgg {:.4}",
+            sums.psnr / n,
+            sums.ssim / n,
+            sums.lpips_alex / n,
+            sums.lpips_vgg / n
+        );
+    }
+    g.say(summary);
+    g.emit_json(&serde_json::json!({"images": results, "failed": failed, "ok": results.len(), "skipped": skipped, "errors": failed.len()}));
+    if !failed.is_empty() {
+        return Err(CliError::runtime(format!(
+            "{} of {} images failed",
+            failed.len(),
+            inputs.len()
+        )));
+    }
+    Ok(())
+}

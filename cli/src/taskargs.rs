@@ -1,0 +1,154 @@
+//! Operator options shared by `restore`, `degrade` and `eval`.
+
+use crate::common::{CliError, Result};
+use clap::Args;
+use diffinv_cpu::image_io::load_gray;
+use diffinv_cpu::ops::kernels::from_image;
+use diffinv_cpu::ops::mask::BoxSpec;
+use diffinv_cpu::ops::{build, Op, Task, TaskParams};
+use std::path::PathBuf;
+
+/// How the measurement operator is built.
+#[derive(Args, Clone, Debug)]
+pub struct OpArgs {
+    /// The task: inpaint-box, inpaint-random, deblur-gauss, deblur-motion, sr4, denoise.
+    #[arg(long)]
+    pub task: String,
+    /// Inpainting mask image (white = observed).
+    #[arg(long, value_name = "PNG")]
+    pub mask: Option<PathBuf>,
+    /// A fixed box hole `X,Y,SIZE` (default: a seeded random position).
+    #[arg(long = "box", value_name = "X,Y,SIZE")]
+    pub box_spec: Option<String>,
+    /// Fraction of pixels missing for inpaint-random.
+    #[arg(long, value_name = "P")]
+    pub missing: Option<f64>,
+    /// Blur kernel image (grayscale, normalised to sum 1).
+    #[arg(long, value_name = "PNG")]
+    pub kernel: Option<PathBuf>,
+    /// Gaussian blur std in pixels (default 3.0 * size/256).
+    #[arg(long, value_name = "S")]
+    pub blur_std: Option<f64>,
+    /// Blur kernel side (default 61 * size/256, odd).
+    #[arg(long, value_name = "K")]
+    pub kernel_size: Option<usize>,
+    /// Motion blur intensity in [0, 1].
+    #[arg(long, value_name = "I")]
+    pub intensity: Option<f64>,
+    /// Super-resolution factor.
+    #[arg(long, value_name = "F")]
+    pub scale: Option<usize>,
+    /// Measurement noise sigma_y in [-1, 1] units.
+    #[arg(long, value_name = "SIGMA", default_value_t = 0.05)]
+    pub noise: f64,
+}
+
+impl OpArgs {
+    /// The parsed task.
+    pub fn task(&self) -> Result<Task> {
+        Task::parse(&self.task).map_err(|e| CliError::usage(e.to_string()))
+    }
+
+    /// Task parameters from the options (checked against the task).
+    pub fn params(&self) -> Result<TaskParams> {
+        let task = self.task()?;
+        let mut p = TaskParams::default();
+        let only = |ok: bool, opt: &str| -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(CliError::usage(format!(
+                    "{opt} does not apply to --task {}",
+                    task.name()
+                )))
+            }
+        };
+        if let Some(b) = &self.box_spec {
+            only(task == Task::InpaintBox, "--box")?;
+            let v: Vec<usize> = b
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| CliError::usage(format!("--box '{b}': expected X,Y,SIZE")))?;
+            if v.len() != 3 {
+                return Err(CliError::usage(format!("--box '{b}': expected X,Y,SIZE")));
+            }
+            p.box_spec = Some(BoxSpec {
+                x: v[0],
+                y: v[1],
+                size: v[2],
+            });
+        }
+        if let Some(m) = self.missing {
+            only(task == Task::InpaintRandom, "--missing")?;
+            p.missing = Some(m);
+        }
+        if let Some(path) = &self.mask {
+            only(task.is_inpainting(), "--mask")?;
+            if self.box_spec.is_some() {
+                return Err(CliError::usage("--mask and --box cannot be combined"));
+            }
+            let (_, _, g) = load_gray(path)?;
+            p.mask_gray = Some(g);
+        }
+        let blur = matches!(task, Task::DeblurGauss | Task::DeblurMotion);
+        if let Some(path) = &self.kernel {
+            only(blur, "--kernel")?;
+            let (h, w, g) = load_gray(path)?;
+            if h != w {
+                return Err(CliError::runtime(format!(
+                    "{}: kernel image must be square, got {w}x{h}",
+                    path.display()
+                )));
+            }
+            p.kernel = Some(from_image(&g, h).ok_or_else(|| {
+                CliError::runtime(format!(
+                    "{}: kernel must have an odd side and a positive sum",
+                    path.display()
+                ))
+            })?);
+        }
+        if let Some(s) = self.blur_std {
+            only(task == Task::DeblurGauss, "--blur-std")?;
+            p.blur_std = Some(s);
+        }
+        if let Some(k) = self.kernel_size {
+            only(blur, "--kernel-size")?;
+            if k % 2 == 0 || k == 0 {
+                return Err(CliError::usage(format!("--kernel-size must be odd, got {k}")));
+            }
+            p.kernel_size = Some(k);
+        }
+        if let Some(i) = self.intensity {
+            only(task == Task::DeblurMotion, "--intensity")?;
+            p.intensity = Some(i);
+        }
+        if let Some(s) = self.scale {
+            only(task == Task::Sr4, "--scale")?;
+            p.scale = Some(s);
+        }
+        if !self.noise.is_finite() || self.noise < 0.0 {
+            return Err(CliError::usage(format!(
+                "--noise must be a non-negative number, got {}",
+                self.noise
+            )));
+        }
+        Ok(p)
+    }
+
+    /// The operator for image number `index` of the run (seeded masks, boxes and kernels).
+    pub fn op(&self, params: &TaskParams, shape: [usize; 4], seed: u64, index: u64) -> Result<Op> {
+        let task = self.task()?;
+        if let Some(g) = &params.mask_gray {
+            if g.len() != shape[2] * shape[3] {
+                return Err(CliError::runtime(format!(
+                    "the mask has {} pixels but the image is {}x{}",
+                    g.len(),
+                    shape[3],
+                    shape[2]
+                )));
+            }
+        }
+        Ok(build(task, params, shape, seed, index)?)
+    }
+}
