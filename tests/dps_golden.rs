@@ -55,11 +55,7 @@ fn dps_steps_match_the_official_code() {
             assert!(e <= tol, "{key} {name}: relative error {e:.3e} > {tol:e}");
         }
         let norm = g.f64(&format!("{key}.norm_f64")).unwrap().1[0];
-        assert!(
-            (out.norms[0] - norm).abs() <= 1e-4 * norm,
-            "{key} norm {} vs {norm}",
-            out.norms[0]
-        );
+        assert!((out.norms[0] - norm).abs() <= 1e-4 * norm, "{key} norm {} vs {norm}", out.norms[0]);
         let e = rel_err(next.data(), &v("x_next"));
         eprintln!("{key} (t={t}) x_next: {e:.2e}");
         assert!(e <= 1e-4, "{key} x_next: {e:.3e}");

@@ -22,18 +22,9 @@ fn lpips_matches_the_official_package() {
             let (a, b) = (image(p["a"].as_str().unwrap()), image(p["b"].as_str().unwrap()));
             let (d, layers) = m.distance_layers(&a, &b).unwrap()[0];
             let want = p[net.name()]["d_f64"].as_f64().unwrap();
-            eprintln!(
-                "{} {}: {d:.7} vs {want:.7} ({:.1e})",
-                net.name(),
-                p["name"].as_str().unwrap(),
-                (d - want).abs()
-            );
+            eprintln!("{} {}: {d:.7} vs {want:.7} ({:.1e})", net.name(), p["name"].as_str().unwrap(), (d - want).abs());
             assert!((d - want).abs() <= 1e-4, "{} {}: {d} vs {want}", net.name(), p["name"]);
-            for (k, (l, w)) in layers
-                .iter()
-                .zip(p[net.name()]["per_layer"].as_array().unwrap())
-                .enumerate()
-            {
+            for (k, (l, w)) in layers.iter().zip(p[net.name()]["per_layer"].as_array().unwrap()).enumerate() {
                 assert!((l - w.as_f64().unwrap()).abs() <= 1e-4, "layer {k}");
             }
         }

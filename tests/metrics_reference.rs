@@ -31,9 +31,6 @@ fn hand_checked_cases() {
     // Constant images: SSIM = (2 mu_x mu_y + C1)/(mu_x^2 + mu_y^2 + C1) = (2*0.5*0.6 + 1e-4)/(0.25 + 0.36 + 1e-4).
     let want = (0.6 + 1e-4) / (0.61 + 1e-4);
     assert!((ssim(&a, &b, 0).unwrap() - want).abs() < 1e-9);
-    assert!(
-        ssim(&Tensor::zeros([1, 3, 8, 8]), &Tensor::zeros([1, 3, 8, 8]), 0).is_err(),
-        "too small"
-    );
+    assert!(ssim(&Tensor::zeros([1, 3, 8, 8]), &Tensor::zeros([1, 3, 8, 8]), 0).is_err(), "too small");
     assert!(psnr(&a, &Tensor::zeros([1, 3, 8, 8]), 0).is_err(), "shape mismatch");
 }

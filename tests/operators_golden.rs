@@ -17,11 +17,7 @@ fn gaussian_kernels_match_scipy() {
         let got = gaussian_f64(size, std);
         let e = got.iter().zip(&want64).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(e < 1e-15, "{key}: f64 kernel differs by {e}");
-        assert_eq!(
-            gaussian(size, std).data,
-            g.f32(key).unwrap().1,
-            "{key}: f32 kernel bit for bit"
-        );
+        assert_eq!(gaussian(size, std).data, g.f32(key).unwrap().1, "{key}: f32 kernel bit for bit");
     }
 }
 
@@ -36,10 +32,7 @@ fn blur_matches_dps_at_64_and_256() {
     }
     let b61 = Blur::new(vec![gaussian(61, 3.0)]).unwrap();
     let x256 = tensor(&g, "x256");
-    let e = rel_err(
-        b61.forward(&x256, Method::Auto).unwrap().data(),
-        &g.f32("y_blur256").unwrap().1,
-    );
+    let e = rel_err(b61.forward(&x256, Method::Auto).unwrap().data(), &g.f32("y_blur256").unwrap().1);
     eprintln!("256 px 61x61 FFT blur error {e:.2e}");
     assert!(e <= 1e-5, "256 px: {e:.2e}");
 }
@@ -53,12 +46,9 @@ fn masks_match_dps() {
     let y = Op::Mask(m).forward(&x).unwrap();
     assert_eq!(y.data(), g.f32("y_box").unwrap().1);
     // DPS's random mask: exactly int(0.7 * 4096) = 2867 pixels missing, in every channel alike.
-    for want in [
-        g.f32("mask_random").unwrap().1,
-        random_mask(3, 64, 64, 0.7, &mut NoiseStream::new(1, 2))
-            .unwrap()
-            .into_vec(),
-    ] {
+    for want in
+        [g.f32("mask_random").unwrap().1, random_mask(3, 64, 64, 0.7, &mut NoiseStream::new(1, 2)).unwrap().into_vec()]
+    {
         let (r, gr, b) = (&want[..4096], &want[4096..8192], &want[8192..]);
         assert_eq!(r.iter().filter(|v| **v == 0.0).count(), 2867);
         assert_eq!(r, gr);

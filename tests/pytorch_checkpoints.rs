@@ -37,10 +37,8 @@ fn pytorch_files_load_like_safetensors() {
 
 #[test]
 fn pytorch_file_without_config_is_a_clear_error() {
-    let err = load_model(&ModelSource::Path(common::data("pt/tiny.pt")), None)
-        .err()
-        .expect("needs a config")
-        .to_string();
+    let err =
+        load_model(&ModelSource::Path(common::data("pt/tiny.pt")), None).err().expect("needs a config").to_string();
     assert!(err.contains("no config") && err.contains("--config"), "{err}");
     let err = load_model(&ModelSource::Path(common::data("pt/tiny.pt")), Some("celeba64"))
         .err()

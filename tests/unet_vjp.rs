@@ -53,10 +53,7 @@ fn vjp_matches_finite_differences_on_all_variants() {
     let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
         "attention_resolutions": [8, 4], "channel_mult": [1, 2, 2], "num_head_channels": 16"#;
     let variants = [
-        (
-            r#", "out_channels": 6}"#,
-            "learned sigma, scale-shift, resblock up/down, legacy attention",
-        ),
+        (r#", "out_channels": 6}"#, "learned sigma, scale-shift, resblock up/down, legacy attention"),
         (
             r#", "use_scale_shift_norm": false, "resblock_updown": false, "use_new_attention_order": true}"#,
             "no scale-shift, conv resampling, new attention order",
@@ -93,10 +90,7 @@ fn vjp_matches_finite_differences_on_all_variants() {
             // rounding noise into a large relative error.
             let scale = an.abs().max(dot(&gx, &gx).sqrt());
             let e = (fd - an).abs() / scale;
-            assert!(
-                e < 5e-4,
-                "{what}: direction {dir}: finite difference {fd} vs vjp {an} (rel {e:.2e})"
-            );
+            assert!(e < 5e-4, "{what}: direction {dir}: finite difference {fd} vs vjp {an} (rel {e:.2e})");
         }
     }
 }

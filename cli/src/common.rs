@@ -32,17 +32,11 @@ pub struct CliError {
 impl CliError {
     /// A usage error (exit code 2).
     pub fn usage(m: impl Into<String>) -> Self {
-        CliError {
-            code: 2,
-            message: m.into(),
-        }
+        CliError { code: 2, message: m.into() }
     }
     /// A runtime failure (exit code 1).
     pub fn runtime(m: impl Into<String>) -> Self {
-        CliError {
-            code: 1,
-            message: m.into(),
-        }
+        CliError { code: 1, message: m.into() }
     }
 }
 

@@ -21,10 +21,7 @@ pub struct Judge {
 
 impl Judge {
     pub fn load() -> Result<Self> {
-        Ok(Judge {
-            alex: Lpips::load(LpipsNet::Alex)?,
-            vgg: Lpips::load(LpipsNet::Vgg)?,
-        })
+        Ok(Judge { alex: Lpips::load(LpipsNet::Alex)?, vgg: Lpips::load(LpipsNet::Vgg)? })
     }
 
     /// Image `i` of `b` against image `i` of `a` (both [-1, 1]).

@@ -57,10 +57,7 @@ impl OpArgs {
             if ok {
                 Ok(())
             } else {
-                Err(CliError::usage(format!(
-                    "{opt} does not apply to --task {}",
-                    task.name()
-                )))
+                Err(CliError::usage(format!("{opt} does not apply to --task {}", task.name())))
             }
         };
         if let Some(b) = &self.box_spec {
@@ -73,11 +70,7 @@ impl OpArgs {
             if v.len() != 3 {
                 return Err(CliError::usage(format!("--box '{b}': expected X,Y,SIZE")));
             }
-            p.box_spec = Some(BoxSpec {
-                x: v[0],
-                y: v[1],
-                size: v[2],
-            });
+            p.box_spec = Some(BoxSpec { x: v[0], y: v[1], size: v[2] });
         }
         if let Some(m) = self.missing {
             only(task == Task::InpaintRandom, "--missing")?;
@@ -96,16 +89,10 @@ impl OpArgs {
             only(blur, "--kernel")?;
             let (h, w, g) = load_gray(path)?;
             if h != w {
-                return Err(CliError::runtime(format!(
-                    "{}: kernel image must be square, got {w}x{h}",
-                    path.display()
-                )));
+                return Err(CliError::runtime(format!("{}: kernel image must be square, got {w}x{h}", path.display())));
             }
             p.kernel = Some(from_image(&g, h).ok_or_else(|| {
-                CliError::runtime(format!(
-                    "{}: kernel must have an odd side and a positive sum",
-                    path.display()
-                ))
+                CliError::runtime(format!("{}: kernel must have an odd side and a positive sum", path.display()))
             })?);
         }
         if let Some(s) = self.blur_std {
@@ -128,10 +115,7 @@ impl OpArgs {
             p.scale = Some(s);
         }
         if !self.noise.is_finite() || self.noise < 0.0 {
-            return Err(CliError::usage(format!(
-                "--noise must be a non-negative number, got {}",
-                self.noise
-            )));
+            return Err(CliError::usage(format!("--noise must be a non-negative number, got {}", self.noise)));
         }
         Ok(p)
     }

@@ -32,9 +32,7 @@ impl<'a> Spacing<'a> {
             Spacing::Sections(s) => *s,
             Spacing::Ddim(_) => "",
         };
-        s.split(',')
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| p.trim().parse::<usize>().unwrap_or(0))
+        s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse::<usize>().unwrap_or(0))
     }
 
     /// How many steps the respaced chain of a `num_timesteps` base chain has.
@@ -104,9 +102,7 @@ impl<'a> Spacing<'a> {
 }
 
 fn ddim_stride(num_timesteps: usize, n: usize) -> Result<usize, ScheduleError> {
-    (1..num_timesteps.max(1))
-        .find(|&i| num_timesteps.div_ceil(i) == n)
-        .ok_or(ScheduleError::NoDdimStride { steps: n })
+    (1..num_timesteps.max(1)).find(|&i| num_timesteps.div_ceil(i) == n).ok_or(ScheduleError::NoDdimStride { steps: n })
 }
 
 /// Python's `round`: ties go to the even integer.

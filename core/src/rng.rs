@@ -48,11 +48,7 @@ pub struct NoiseStream {
 impl NoiseStream {
     /// Stream `stream` of seed `seed`, positioned at its start.
     pub const fn new(seed: u64, stream: u64) -> Self {
-        NoiseStream {
-            seed,
-            stream,
-            offset: 0,
-        }
+        NoiseStream { seed, stream, offset: 0 }
     }
 
     /// The seed.
@@ -72,12 +68,7 @@ impl NoiseStream {
 
     fn block(&self, j: u64) -> [u32; 4] {
         philox4x32_10(
-            [
-                j as u32,
-                (j >> 32) as u32,
-                self.stream as u32,
-                (self.stream >> 32) as u32,
-            ],
+            [j as u32, (j >> 32) as u32, self.stream as u32, (self.stream >> 32) as u32],
             [self.seed as u32, (self.seed >> 32) as u32],
         )
     }

@@ -193,10 +193,7 @@ pub fn reverse<B: Backend>(
         guard(b, x, method, c.t)?;
         tick(monitor, start + 1 - k, start + 1)?;
     }
-    Ok(Stats {
-        nfe: start + 1,
-        vjps: 0,
-    })
+    Ok(Stats { nfe: start + 1, vjps: 0 })
 }
 
 /// One-shot denoising: `out = x0_hat(x_t)` at original timestep `c.t` (unclipped when `!clip`).
@@ -238,9 +235,8 @@ pub fn sdedit<B: Backend, A: Operator<B>>(
     rngs: &mut [NoiseStream],
     monitor: &mut impl Monitor,
 ) -> Res<B> {
-    let start = chain
-        .index_at_or_below(cfg.t0)
-        .ok_or(SampleError::BadParameter("t0 is below the chain's first step"))?;
+    let start =
+        chain.index_at_or_below(cfg.t0).ok_or(SampleError::BadParameter("t0 is below the chain's first step"))?;
     let mut s = Scratch::new(b, x)?;
     let shape = b.shape(x);
     let c0 = chain.coefs(start);
@@ -274,10 +270,7 @@ pub fn sdedit<B: Backend, A: Operator<B>>(
         guard(b, x, "sdedit", c.t)?;
         tick(monitor, start + 1 - k, start + 1)?;
     }
-    Ok(Stats {
-        nfe: start + 1,
-        vjps: 0,
-    })
+    Ok(Stats { nfe: start + 1, vjps: 0 })
 }
 
 /// Score-ALD settings (methods.md §8).

@@ -264,11 +264,7 @@ impl<'a> Chain<'a> {
         let alpha = 1.0 - beta;
         let var = self.posterior_variance_at(k);
         // guided-diffusion clips the log at step 0 (variance 0) with step 1's value.
-        let var1 = if self.len() > 1 {
-            self.posterior_variance_at(1)
-        } else {
-            beta
-        };
+        let var1 = if self.len() > 1 { self.posterior_variance_at(1) } else { beta };
         let logvar_clipped = if k == 0 { libm::log(var1) } else { libm::log(var) };
         let log_large = if k == 0 { libm::log(var1) } else { libm::log(beta) };
         StepCoefs {

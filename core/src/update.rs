@@ -109,10 +109,7 @@ pub fn diffpir_step<F: Float>(
     let (ex, e0) = (F::from_f64(inv), F::from_f64(-libm::sqrt(abar) * inv));
     let a = F::from_f64(libm::sqrt(abar_prev));
     let s = libm::sqrt(1.0 - abar_prev);
-    let (b, c) = (
-        F::from_f64(s * libm::sqrt(1.0 - zeta)),
-        F::from_f64(s * libm::sqrt(zeta)),
-    );
+    let (b, c) = (F::from_f64(s * libm::sqrt(1.0 - zeta)), F::from_f64(s * libm::sqrt(zeta)));
     match z {
         Some(z) => {
             check(x0.len(), z.len(), "diffpir_step");

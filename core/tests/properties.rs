@@ -20,11 +20,7 @@ fn base(kind: BetaSchedule) -> Base {
     kind.fill_betas(&mut betas);
     let mut abar = vec![0.0; T];
     alphas_cumprod(&betas, &mut abar);
-    Base {
-        steps: (0..T).collect(),
-        betas,
-        abar,
-    }
+    Base { steps: (0..T).collect(), betas, abar }
 }
 
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
@@ -176,10 +172,7 @@ fn full_respacing_is_identity() {
             let resp = Chain::new(&steps, &betas, &abar).unwrap();
             for k in [0, 1, 2, 500, 999] {
                 let (x, y) = (full.coefs(k), resp.coefs(k));
-                assert!(
-                    (x.coef1 - y.coef1).abs() <= 1e-9 * x.coef1.abs().max(1e-30),
-                    "{spec} coef1 {k}"
-                );
+                assert!((x.coef1 - y.coef1).abs() <= 1e-9 * x.coef1.abs().max(1e-30), "{spec} coef1 {k}");
                 assert!((x.coef2 - y.coef2).abs() <= 1e-9, "{spec} coef2 {k}");
                 assert!((x.posterior_log_variance_clipped - y.posterior_log_variance_clipped).abs() < 1e-6);
             }
@@ -194,10 +187,7 @@ fn bad_specs_are_errors() {
     assert!(Spacing::parse("ddimx").is_err());
     assert!(Spacing::parse("10,a").is_err());
     assert!(Spacing::parse("2000").unwrap().len(T).is_err());
-    assert!(
-        Spacing::parse("ddim999").unwrap().len(T).is_err(),
-        "strides 1 and 2 give 1000 and 500 steps"
-    );
+    assert!(Spacing::parse("ddim999").unwrap().len(T).is_err(), "strides 1 and 2 give 1000 and 500 steps");
     assert_eq!(Spacing::parse("ddim7").unwrap().len(T), Ok(7), "stride 143");
     assert!(Spacing::parse("0").unwrap().len(T).is_err());
     let mut short = [0usize; 3];
@@ -222,19 +212,10 @@ fn noise_moments() {
 #[test]
 fn philox_known_answers() {
     use diffinv_core::rng::philox4x32_10;
+    assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+    assert_eq!(philox4x32_10([0xffffffff; 4], [0xffffffff; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
     assert_eq!(
-        philox4x32_10([0, 0, 0, 0], [0, 0]),
-        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-    );
-    assert_eq!(
-        philox4x32_10([0xffffffff; 4], [0xffffffff; 2]),
-        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-    );
-    assert_eq!(
-        philox4x32_10(
-            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-            [0xa4093822, 0x299f31d0]
-        ),
+        philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
         [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
     );
 }

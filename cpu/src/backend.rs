@@ -26,29 +26,16 @@ pub struct CpuBackend<'m> {
 impl<'m> CpuBackend<'m> {
     /// A backend that runs `model` with the reverse-process variance `variance`.
     pub fn new(model: &'m UNet, variance: VarianceKind) -> Self {
-        CpuBackend {
-            model: Some(model),
-            variance,
-            ws: Workspace::new(),
-            tape: None,
-            nfe: 0,
-        }
+        CpuBackend { model: Some(model), variance, ws: Workspace::new(), tape: None, nfe: 0 }
     }
 
     /// A backend without a model, for the classical solvers and the operators.
     pub fn without_model() -> Self {
-        CpuBackend {
-            model: None,
-            variance: VarianceKind::FixedSmall,
-            ws: Workspace::new(),
-            tape: None,
-            nfe: 0,
-        }
+        CpuBackend { model: None, variance: VarianceKind::FixedSmall, ws: Workspace::new(), tape: None, nfe: 0 }
     }
 
     fn unet(&self) -> Result<&'m UNet> {
-        self.model
-            .ok_or_else(|| Error::Config("this backend has no model".into()))
+        self.model.ok_or_else(|| Error::Config("this backend has no model".into()))
     }
 }
 
@@ -56,11 +43,7 @@ fn same(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     if a.shape() == b.shape() {
         Ok(())
     } else {
-        Err(Error::Shape(format!(
-            "{what}: shapes {:?} and {:?} differ",
-            a.shape(),
-            b.shape()
-        )))
+        Err(Error::Shape(format!("{what}: shapes {:?} and {:?} differ", a.shape(), b.shape())))
     }
 }
 
@@ -122,21 +105,14 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn model_vjp(&mut self, cotangent: &Tensor, grad_x: &mut Tensor) -> Result<()> {
-        let tape = self
-            .tape
-            .take()
-            .ok_or_else(|| Error::Config("model_vjp without model_for_grad".into()))?;
+        let tape = self.tape.take().ok_or_else(|| Error::Config("model_vjp without model_for_grad".into()))?;
         *grad_x = self.unet()?.vjp(tape, cotangent, &mut self.ws)?;
         Ok(())
     }
 
     fn randn(&mut self, rngs: &mut [NoiseStream], out: &mut Tensor) -> Result<()> {
         if rngs.len() != out.n() {
-            return Err(Error::Shape(format!(
-                "{} noise streams for a batch of {}",
-                rngs.len(),
-                out.n()
-            )));
+            return Err(Error::Shape(format!("{} noise streams for a batch of {}", rngs.len(), out.n())));
         }
         let l = out.image_len();
         for (i, rng) in rngs.iter_mut().enumerate() {
@@ -154,9 +130,7 @@ impl Backend for CpuBackend<'_> {
     fn q_sample(&mut self, x0: &Tensor, noise: &Tensor, abar: f64, out: &mut Tensor) -> Result<()> {
         same(x0, noise, "q_sample")?;
         same(x0, out, "q_sample")?;
-        zip_chunks(out.data_mut(), &[x0.data(), noise.data()], |o, i| {
-            q_sample(i[0], i[1], abar, o)
-        });
+        zip_chunks(out.data_mut(), &[x0.data(), noise.data()], |o, i| q_sample(i[0], i[1], abar, o));
         Ok(())
     }
 
@@ -172,9 +146,7 @@ impl Backend for CpuBackend<'_> {
         let l = x_t.image_len();
         for i in 0..x_t.n() {
             let e = eps_of(model_out, i, l);
-            zip_chunks(out.image_mut(i), &[x_t.image(i), e], |o, s| {
-                predict_x0(s[0], s[1], c, clip, o)
-            });
+            zip_chunks(out.image_mut(i), &[x_t.image(i), e], |o, s| predict_x0(s[0], s[1], c, clip, o));
         }
         Ok(())
     }
@@ -273,12 +245,9 @@ impl Backend for CpuBackend<'_> {
     fn axpy(&mut self, a: f64, x: &Tensor, y: &mut Tensor) -> Result<()> {
         same(x, y, "axpy")?;
         let a = a as f32;
-        y.data_mut()
-            .par_chunks_mut(CHUNK)
-            .zip(x.data().par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
-            });
+        y.data_mut().par_chunks_mut(CHUNK).zip(x.data().par_chunks(CHUNK)).for_each(|(y, x)| {
+            y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+        });
         Ok(())
     }
 
@@ -286,26 +255,18 @@ impl Backend for CpuBackend<'_> {
         same(x, y_t, "mask_blend")?;
         let l = x.image_len();
         if mask.image_len() != l || (mask.n() != 1 && mask.n() != x.n()) {
-            return Err(Error::Shape(format!(
-                "mask {:?} does not fit images {:?}",
-                mask.shape(),
-                x.shape()
-            )));
+            return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", mask.shape(), x.shape())));
         }
         for i in 0..x.n() {
             let m = mask.image(if mask.n() == 1 { 0 } else { i });
-            zip_chunks(out.image_mut(i), &[x.image(i), y_t.image(i), m], |o, s| {
-                mask_blend(s[0], s[1], s[2], o)
-            });
+            zip_chunks(out.image_mut(i), &[x.image(i), y_t.image(i), m], |o, s| mask_blend(s[0], s[1], s[2], o));
         }
         Ok(())
     }
 
     fn clamp(&mut self, x: &mut Tensor, lo: f64, hi: f64) -> Result<()> {
         let (lo, hi) = (lo as f32, hi as f32);
-        x.data_mut()
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = v.clamp(lo, hi)));
+        x.data_mut().par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.clamp(lo, hi)));
         Ok(())
     }
 
@@ -338,11 +299,7 @@ impl Backend for CpuBackend<'_> {
     fn embed_channels(&mut self, g: &Tensor, scale: f64, out: &mut Tensor) -> Result<()> {
         let l = g.image_len();
         if out.n() != g.n() || out.image_len() < l || out.h() != g.h() {
-            return Err(Error::Shape(format!(
-                "cannot embed {:?} into {:?}",
-                g.shape(),
-                out.shape()
-            )));
+            return Err(Error::Shape(format!("cannot embed {:?} into {:?}", g.shape(), out.shape())));
         }
         let s = scale as f32;
         for i in 0..g.n() {
@@ -356,18 +313,7 @@ impl Backend for CpuBackend<'_> {
     fn max_abs(&mut self, x: &Tensor) -> Result<f64> {
         Ok(x.data()
             .par_chunks(CHUNK)
-            .map(|c| {
-                c.iter().fold(0.0f32, |m, &v| {
-                    if v.is_nan() || m.is_nan() {
-                        f32::NAN
-                    } else {
-                        m.max(v.abs())
-                    }
-                })
-            })
-            .reduce(
-                || 0.0,
-                |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) },
-            ) as f64)
+            .map(|c| c.iter().fold(0.0f32, |m, &v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v.abs()) }))
+            .reduce(|| 0.0, |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) }) as f64)
     }
 }

@@ -43,12 +43,7 @@ fn rgb_f64(img: &DynamicImage) -> (usize, usize, Vec<f64>) {
         DynamicImage::ImageLuma16(_)
         | DynamicImage::ImageLumaA16(_)
         | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageRgba16(_) => img
-            .to_rgb16()
-            .into_raw()
-            .into_iter()
-            .map(|v| v as f64 / 65535.0)
-            .collect(),
+        | DynamicImage::ImageRgba16(_) => img.to_rgb16().into_raw().into_iter().map(|v| v as f64 / 65535.0).collect(),
         _ => img.to_rgb8().into_raw().into_iter().map(|v| v as f64 / 255.0).collect(),
     };
     (h, w, v)
@@ -132,12 +127,7 @@ pub fn to_rgb8(t: &Tensor, i: usize) -> RgbImage {
 }
 
 fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
-    let fmt = match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    let fmt = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("jpg") | Some("jpeg") => image::ImageFormat::Jpeg,
         _ => image::ImageFormat::Png,
     };
@@ -161,19 +151,11 @@ pub fn save_grid(path: &Path, tiles: &[RgbImage], cols: usize, labels: &[String]
     let rows = (tiles.len() as u32).div_ceil(cols);
     let label_h = if labels.is_empty() { 0 } else { 12 };
     let gap = 2;
-    let mut out = RgbImage::from_pixel(
-        cols * (tw + gap) + gap,
-        label_h + rows * (th + gap) + gap,
-        image::Rgb([255, 255, 255]),
-    );
+    let mut out =
+        RgbImage::from_pixel(cols * (tw + gap) + gap, label_h + rows * (th + gap) + gap, image::Rgb([255, 255, 255]));
     for (k, t) in tiles.iter().enumerate() {
         let (c, r) = (k as u32 % cols, k as u32 / cols);
-        image::imageops::replace(
-            &mut out,
-            t,
-            (gap + c * (tw + gap)) as i64,
-            (label_h + gap + r * (th + gap)) as i64,
-        );
+        image::imageops::replace(&mut out, t, (gap + c * (tw + gap)) as i64, (label_h + gap + r * (th + gap)) as i64);
     }
     for (c, l) in labels.iter().enumerate().take(cols as usize) {
         draw_text(&mut out, l, gap + c as u32 * (tw + gap), 2, tw);

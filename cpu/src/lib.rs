@@ -17,6 +17,7 @@ pub mod gemm;
 #[macro_use]
 pub mod nn;
 pub mod backend;
+pub mod classical;
 pub mod image_io;
 pub mod metrics;
 pub mod ops;

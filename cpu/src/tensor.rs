@@ -13,28 +13,19 @@ pub struct Tensor {
 impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: Shape) -> Self {
-        Tensor {
-            shape,
-            data: vec![0.0; shape.iter().product()],
-        }
+        Tensor { shape, data: vec![0.0; shape.iter().product()] }
     }
 
     /// A tensor filled with `v`.
     pub fn full(shape: Shape, v: f32) -> Self {
-        Tensor {
-            shape,
-            data: vec![v; shape.iter().product()],
-        }
+        Tensor { shape, data: vec![v; shape.iter().product()] }
     }
 
     /// Wraps `data` (row-major NCHW); errors when the length does not match the shape.
     pub fn from_vec(shape: Shape, data: Vec<f32>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Shape(format!(
-                "tensor of shape {shape:?} needs {n} values, got {}",
-                data.len()
-            )));
+            return Err(Error::Shape(format!("tensor of shape {shape:?} needs {n} values, got {}", data.len())));
         }
         Ok(Tensor { shape, data })
     }
@@ -111,25 +102,17 @@ impl Tensor {
     }
     /// Concatenates tensors of equal image shape along the batch.
     pub fn stack(parts: &[&Tensor]) -> Result<Tensor> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::Shape("stack of no tensors".into()))?;
+        let first = parts.first().ok_or_else(|| Error::Shape("stack of no tensors".into()))?;
         let mut data = Vec::new();
         let mut n = 0;
         for p in parts {
             if p.shape[1..] != first.shape[1..] {
-                return Err(Error::Shape(format!(
-                    "cannot stack {:?} with {:?}",
-                    p.shape, first.shape
-                )));
+                return Err(Error::Shape(format!("cannot stack {:?} with {:?}", p.shape, first.shape)));
             }
             data.extend_from_slice(&p.data);
             n += p.shape[0];
         }
-        Ok(Tensor {
-            shape: [n, first.shape[1], first.shape[2], first.shape[3]],
-            data,
-        })
+        Ok(Tensor { shape: [n, first.shape[1], first.shape[2], first.shape[3]], data })
     }
     /// The largest |x| (NaN if any element is NaN).
     pub fn max_abs(&self) -> f32 {

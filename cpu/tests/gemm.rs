@@ -44,29 +44,12 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, s
     let prev = randn(m * n, seed + 4);
     let want = naive(m, n, k, &a, rsa, csa, &b, rsb, csb);
     let pa = PackedA::pack(m, k, &a, rsa, csa);
-    let pb = DenseB {
-        data: &b,
-        k,
-        n,
-        rs: rsb,
-        cs: csb,
-    };
+    let pb = DenseB { data: &b, k, n, rs: rsb, cs: csb };
     // plain, then with bias + residual + accumulate
     let mut c = vec![f32::NAN; m * n];
     gemm_with(isa, &pa, &pb, &mut c, n, Epilogue::default());
     let mut c2 = prev.clone();
-    gemm_with(
-        isa,
-        &pa,
-        &pb,
-        &mut c2,
-        n,
-        Epilogue {
-            bias: Some(&bias),
-            residual: Some(&res),
-            accumulate: true,
-        },
-    );
+    gemm_with(isa, &pa, &pb, &mut c2, n, Epilogue { bias: Some(&bias), residual: Some(&res), accumulate: true });
     let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
     for i in 0..m {
         for j in 0..n {
@@ -80,11 +63,7 @@ fn check(isa: Isa, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, s
             );
             let w2 = w + bias[i] as f64 + res[i * n + j] as f64 + prev[i * n + j] as f64;
             let e2 = (c2[i * n + j] as f64 - w2).abs();
-            assert!(
-                e2 <= tol * (1.0 + w2.abs()),
-                "{} epilogue {m}x{n}x{k}: C[{i},{j}]",
-                isa.name()
-            );
+            assert!(e2 <= tol * (1.0 + w2.abs()), "{} epilogue {m}x{n}x{k}: C[{i},{j}]", isa.name());
         }
     }
 }
@@ -117,13 +96,7 @@ fn kernels_agree_with_each_other() {
     let a = randn(m * k, 9);
     let b = randn(k * n, 10);
     let pa = PackedA::pack(m, k, &a, k, 1);
-    let pb = DenseB {
-        data: &b,
-        k,
-        n,
-        rs: n,
-        cs: 1,
-    };
+    let pb = DenseB { data: &b, k, n, rs: n, cs: 1 };
     let mut outs = Vec::new();
     for isa in Isa::all_available() {
         let mut c = vec![0.0; m * n];
@@ -131,11 +104,7 @@ fn kernels_agree_with_each_other() {
         outs.push((isa, c));
     }
     for (isa, c) in &outs[1..] {
-        let max = c
-            .iter()
-            .zip(&outs[0].1)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let max = c.iter().zip(&outs[0].1).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(max < 1e-3, "{} vs scalar: {max}", isa.name());
     }
 }
@@ -146,13 +115,7 @@ fn results_do_not_depend_on_thread_count() {
     let a = randn(m * k, 11);
     let b = randn(k * n, 12);
     let pa = PackedA::pack(m, k, &a, k, 1);
-    let pb = DenseB {
-        data: &b,
-        k,
-        n,
-        rs: n,
-        cs: 1,
-    };
+    let pb = DenseB { data: &b, k, n, rs: n, cs: 1 };
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut c = vec![0.0; m * n];

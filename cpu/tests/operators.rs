@@ -98,30 +98,15 @@ fn sr_keeps_constants_and_averages() {
         let r = Resize::new(64, 64, f).unwrap();
         let y = r.forward(&Tensor::full([1, 3, 64, 64], 0.37)).unwrap();
         assert_eq!(y.shape(), [1, 3, 64 / f, 64 / f]);
-        assert!(
-            y.data().iter().all(|v| (v - 0.37).abs() < 1e-6),
-            "x{f} downsampling keeps a constant"
-        );
+        assert!(y.data().iter().all(|v| (v - 0.37).abs() < 1e-6), "x{f} downsampling keeps a constant");
         let u = r.upsample(&y).unwrap();
-        assert!(
-            u.data().iter().all(|v| (v - 0.37).abs() < 1e-6),
-            "x{f} upsampling keeps a constant"
-        );
+        assert!(u.data().iter().all(|v| (v - 0.37).abs() < 1e-6), "x{f} upsampling keeps a constant");
     }
     // MATLAB's antialiased x1/2 cubic weights away from the border: output pixel 5 (1-based)
     // sits at u = 9.5 and takes inputs 6..13 (1-based) with weights cubic(d/2)/2, d = u - i.
     let m = diffinv_cpu::ops::resize::resize_matrix(16, 8);
     let row = &m[4 * 16..5 * 16];
-    let want = [
-        -0.01171875,
-        -0.03515625,
-        0.11328125,
-        0.43359375,
-        0.43359375,
-        0.11328125,
-        -0.03515625,
-        -0.01171875,
-    ];
+    let want = [-0.01171875, -0.03515625, 0.11328125, 0.43359375, 0.43359375, 0.11328125, -0.03515625, -0.01171875];
     for (j, w) in want.iter().enumerate() {
         assert!((row[5 + j] - w).abs() < 1e-12, "weight {j}: {} vs {w}", row[5 + j]);
     }
@@ -166,10 +151,7 @@ fn check_data_solve(op: &Op, shape: [usize; 4], rho: f64, tol: f64) {
         worst = worst.max((lhs - rhs).abs());
         scale = scale.max(rhs.abs());
     }
-    assert!(
-        worst <= tol * scale,
-        "{op:?}: normal-equation residual {worst} (scale {scale})"
-    );
+    assert!(worst <= tol * scale, "{op:?}: normal-equation residual {worst} (scale {scale})");
 }
 
 #[test]
@@ -178,12 +160,7 @@ fn data_solves_satisfy_the_normal_equations() {
     let mask = box_mask(1, 12, 12, BoxSpec { x: 3, y: 4, size: 5 }).unwrap();
     for rho in [1e-3, 0.1, 10.0] {
         check_data_solve(&Op::Mask(mask.clone()), shape, rho, 1e-5);
-        check_data_solve(
-            &Op::Blur(Blur::new(vec![random_kernel(5, 7)]).unwrap()),
-            shape,
-            rho,
-            1e-4,
-        );
+        check_data_solve(&Op::Blur(Blur::new(vec![random_kernel(5, 7)]).unwrap()), shape, rho, 1e-4);
         check_data_solve(&Op::Resize(Resize::new(12, 12, 4).unwrap()), shape, rho, 1e-4);
         check_data_solve(&Op::Identity, shape, rho, 1e-6);
     }
@@ -205,31 +182,19 @@ fn cg_matches_the_closed_form_solves() {
     };
     let (it, res) = cg(&mut apply, None, b.data(), &mut x, 1e-7, 200);
     assert!(res < 1e-6, "CG residual {res} after {it}");
-    let e = x
-        .iter()
-        .zip(closed.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let e = x.iter().zip(closed.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(e < 1e-4, "CG vs closed form: {e}");
     // Blur: the FFT closed form is exact for the circular-boundary operator.
     let k = gaussian(7, 1.2);
     let blur = Blur::new(vec![k.clone()]).unwrap();
     let xs = randn([1, 1, 20, 20], 9);
     let ax = circular_forward(xs.data(), 20, 20, &k);
-    let flipped = Kernel {
-        size: 7,
-        data: k.data.iter().rev().copied().collect(),
-    };
+    let flipped = Kernel { size: 7, data: k.data.iter().rev().copied().collect() };
     let atax = circular_forward(&ax, 20, 20, &flipped);
     let rhs_data: Vec<f32> = atax.iter().zip(xs.data()).map(|(a, x)| a + 0.01 * x).collect();
     let rhs = Tensor::from_vec([1, 1, 20, 20], rhs_data).unwrap();
     let back = blur.circular_solve(&rhs, 0.01).unwrap();
-    let e = back
-        .data()
-        .iter()
-        .zip(xs.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let e = back.data().iter().zip(xs.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(e < 1e-3, "circular FFT solve: {e}");
 }
 

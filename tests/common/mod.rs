@@ -28,8 +28,5 @@ pub fn tensor(c: &Checkpoint, name: &str) -> Tensor {
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     let m = b.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |e, (x, y)| e.max((*x as f64 - *y as f64).abs()))
-        / m
+    a.iter().zip(b).fold(0.0f64, |e, (x, y)| e.max((*x as f64 - *y as f64).abs())) / m
 }

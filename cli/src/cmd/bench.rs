@@ -79,11 +79,7 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
     let ms = times[times.len() / 2];
     let gflops = gflop / (ms / 1e3);
     let rss = peak_rss_mib();
-    let mode = if a.backward {
-        "forward+input-gradient"
-    } else {
-        "forward"
-    };
+    let mode = if a.backward { "forward+input-gradient" } else { "forward" };
     let isa = diffinv_cpu::gemm::default_isa().name();
     if g.json {
         g.emit_json(&serde_json::json!({

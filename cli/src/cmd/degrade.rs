@@ -38,25 +38,12 @@ pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     let img = op.measurement_image(&y)?;
     save_image(&a.output, &img, 0)?;
     if let Some(p) = &a.save_mask {
-        let m = op
-            .mask()
-            .ok_or_else(|| CliError::usage("--save-mask needs an inpainting task"))?;
+        let m = op.mask().ok_or_else(|| CliError::usage("--save-mask needs an inpainting task"))?;
         let mut shown = Tensor::zeros(m.shape());
-        shown
-            .data_mut()
-            .iter_mut()
-            .zip(m.data())
-            .for_each(|(o, v)| *o = 2.0 * v - 1.0);
+        shown.data_mut().iter_mut().zip(m.data()).for_each(|(o, v)| *o = 2.0 * v - 1.0);
         save_image(p, &shown, 0)?;
     }
-    g.say(format!(
-        "wrote {} ({} {}x{}, sigma {})",
-        a.output.display(),
-        a.op.task,
-        img.w(),
-        img.h(),
-        a.op.noise
-    ));
+    g.say(format!("wrote {} ({} {}x{}, sigma {})", a.output.display(), a.op.task, img.w(), img.h(), a.op.noise));
     g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": a.op.noise, "seed": g.seed}));
     Ok(())
 }

@@ -58,19 +58,14 @@ pub struct DenoiseArgs {
 pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
     let m = load_model(&source(&a.model), a.config.as_deref())?;
     if a.t >= m.diffusion.steps {
-        return Err(CliError::usage(format!(
-            "--t must be below {}, got {}",
-            m.diffusion.steps, a.t
-        )));
+        return Err(CliError::usage(format!("--t must be below {}, got {}", m.diffusion.steps, a.t)));
     }
     let size = m.config.image_size;
     let x = load_image(&a.input, if a.resize { Fit::Resize(size) } else { Fit::Exact(size) })?;
     let spec = a.steps.filter(|&s| s != m.diffusion.steps).map(|s| s.to_string());
     let sched = Schedule::new(&m.diffusion, spec.as_deref())?;
     let chain = sched.chain();
-    let k = chain
-        .index_at_or_below(a.t)
-        .ok_or_else(|| CliError::usage("--t is below the chain's first step"))?;
+    let k = chain.index_at_or_below(a.t).ok_or_else(|| CliError::usage("--t is below the chain's first step"))?;
     let c = chain.coefs(k);
     let mut b = CpuBackend::new(&m.unet, m.diffusion.variance);
     let mut noise = Tensor::zeros(x.shape());
@@ -96,10 +91,9 @@ pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
             let mut rngs = streams_for(g.seed, streams::STEPS, 0, 1);
             let s = sampler::reverse(&mut b, &chain, k, None, &mut o, &mut rngs, &mut pb.monitor()).map_err(
                 |e| match e {
-                    sampler::SampleError::Cancelled => CliError {
-                        code: 130,
-                        message: "interrupted; nothing was written".into(),
-                    },
+                    sampler::SampleError::Cancelled => {
+                        CliError { code: 130, message: "interrupted; nothing was written".into() }
+                    }
                     e => CliError::runtime(e.to_string()),
                 },
             )?;

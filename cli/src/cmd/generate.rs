@@ -73,10 +73,9 @@ pub fn run(a: GenerateArgs, g: &Global) -> Result<()> {
         };
         sampler::reverse(&mut b, &chain, chain.len() - 1, a.ddim_eta, &mut x, &mut rngs, &mut mon).map_err(
             |e| match e {
-                diffinv_core::sampler::SampleError::Cancelled => CliError {
-                    code: 130,
-                    message: "interrupted; nothing was written".into(),
-                },
+                diffinv_core::sampler::SampleError::Cancelled => {
+                    CliError { code: 130, message: "interrupted; nothing was written".into() }
+                }
                 e => CliError::runtime(e.to_string()),
             },
         )?;
@@ -97,13 +96,7 @@ pub fn run(a: GenerateArgs, g: &Global) -> Result<()> {
         save_grid(&a.output, &tiles, cols, &[])?;
     }
     let secs = t0.elapsed().as_secs_f64();
-    g.say(format!(
-        "wrote {} sample(s) to {} ({:.1} s, {} steps)",
-        a.n,
-        a.output.display(),
-        secs,
-        chain.len()
-    ));
+    g.say(format!("wrote {} sample(s) to {} ({:.1} s, {} steps)", a.n, a.output.display(), secs, chain.len()));
     g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "n": a.n, "steps": chain.len(), "ddim_eta": a.ddim_eta, "seconds": secs, "nfe": chain.len(), "seed": g.seed}));
     Ok(())
 }

@@ -82,17 +82,10 @@ fn info(a: InfoArgs, g: &Global) -> Result<()> {
         println!("  parameters: {}", m.unet.num_params());
         println!(
             "  stored dtypes: {}",
-            m.dtypes
-                .iter()
-                .map(|(k, v)| format!("{k} x{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
         );
         println!("  GFLOP per forward ({size}x{size}, batch 1): {gflop:.1}");
-        println!(
-            "  diffusion: {} steps, variance {:?}",
-            m.diffusion.steps, m.diffusion.variance
-        );
+        println!("  diffusion: {} steps, variance {:?}", m.diffusion.steps, m.diffusion.variance);
         println!("  config: {}", m.config.to_json());
     }
     Ok(())
@@ -102,10 +95,7 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
     let inp = Checkpoint::open(&a.input)?;
     let (xs, xd) = inp.f32("x")?;
     if xs.len() != 4 {
-        return Err(CliError::runtime(format!(
-            "{}: tensor 'x' must be N,C,H,W, got shape {xs:?}",
-            a.input.display()
-        )));
+        return Err(CliError::runtime(format!("{}: tensor 'x' must be N,C,H,W, got shape {xs:?}", a.input.display())));
     }
     let x = Tensor::from_vec([xs[0], xs[1], xs[2], xs[3]], xd)?;
     let t: Vec<f32> = match inp.info("t")?.dtype {
@@ -141,15 +131,9 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
     if let Some(gx) = &grad {
         tensors.push(WriteTensor::f32("grad_x", &gx.shape(), gx.data()));
     }
-    let meta = [("model".to_string(), m.path.display().to_string())]
-        .into_iter()
-        .collect();
+    let meta = [("model".to_string(), m.path.display().to_string())].into_iter().collect();
     write_safetensors(&a.output, &tensors, &meta)?;
-    g.say(format!(
-        "wrote {} ({})",
-        a.output.display(),
-        if grad.is_some() { "eps, grad_x" } else { "eps" }
-    ));
+    g.say(format!("wrote {} ({})", a.output.display(), if grad.is_some() { "eps, grad_x" } else { "eps" }));
     g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "eps_shape": out.shape(), "grad_x": grad.is_some()}));
     Ok(())
 }

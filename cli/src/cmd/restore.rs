@@ -30,9 +30,13 @@ pub struct RestoreArgs {
     /// Output image, or folder when INPUT is a folder.
     #[arg(short, long)]
     output: PathBuf,
-    /// dps (default), ald, sdedit, diffpir.
+    /// dps (default), ald, sdedit, diffpir, adam-tv, hqs-tv, admm-tv, hqs-dncnn.
     #[arg(long, default_value = "dps")]
     method: String,
+    /// hqs-dncnn's denoiser: ffdnet_color (default), cdncnn_b_color_blind,
+    /// cdncnn_s_color_sigma25, or a weights file.
+    #[arg(long)]
+    denoiser: Option<String>,
     #[command(flatten)]
     op: OpArgs,
     /// INPUT is a clean image: simulate the measurement and report PSNR/SSIM/LPIPS.
@@ -41,13 +45,14 @@ pub struct RestoreArgs {
     /// With --from-clean: also write the simulated measurement (as an image) here.
     #[arg(long, value_name = "PATH")]
     save_measurement: Option<PathBuf>,
-    /// Respaced chain length (diffusion methods).
+    /// Respaced chain length (diffusion methods) or iterations (classical methods).
     #[arg(long)]
     steps: Option<usize>,
     /// DPS step size (at 1000 steps; scaled by 1000/steps when respacing) or DiffPIR noise mix.
     #[arg(long)]
     zeta: Option<f64>,
-    /// Score-ALD anneal factor, SDEdit data step, DiffPIR data weight.
+    /// Score-ALD anneal factor, SDEdit data step, DiffPIR data weight, TV weight, or the
+    /// plug-and-play weight of hqs-dncnn.
     #[arg(long)]
     lambda: Option<f64>,
     /// SDEdit starting timestep.
@@ -83,7 +88,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 struct Job<'a> {
     a: &'a RestoreArgs,
     g: &'a Global,
-    model: &'a LoadedModel,
+    model: Option<&'a LoadedModel>,
     method: Method,
     judge: Option<&'a Judge>,
     params: diffinv_cpu::ops::TaskParams,
@@ -92,17 +97,25 @@ struct Job<'a> {
 impl Job<'_> {
     fn run_one(&self, input: &Path, output: &Path, index: u64, save_meas: Option<&Path>) -> Result<serde_json::Value> {
         let a = self.a;
-        let size = self.model.config.image_size;
+        // Diffusion methods work at the model's size; classical ones at the image's own.
+        let size = self.model.map(|m| m.config.image_size);
         let task = a.op.task()?;
-        let shape = [1, self.model.config.in_channels, size, size];
-        let op = a.op.op(&self.params, shape, self.g.seed, index)?;
-        let (clean, y) = if a.from_clean {
-            let fit = if a.resize { Fit::Resize(size) } else { Fit::Exact(size) };
+        let (clean, y, op) = if a.from_clean {
+            let fit = match (size, a.resize) {
+                (Some(s), true) => Fit::Resize(s),
+                (Some(s), false) => Fit::Exact(s),
+                (None, _) => Fit::Any,
+            };
             let x = load_image(input, fit)?;
+            let op = a.op.op(&self.params, x.shape(), self.g.seed, index)?;
             let y = measure(&op, &x, a.op.noise, self.g.seed, index)?;
-            (Some(x), y)
+            (Some(x), y, op)
         } else {
             let y = load_image(input, Fit::Any)?;
+            let f = if task == diffinv_cpu::ops::Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
+            let side = size.unwrap_or(y.h() * f);
+            let shape = [1, y.c(), side, size.unwrap_or(y.w() * f)];
+            let op = a.op.op(&self.params, shape, self.g.seed, index)?;
             let want = op.measurement_shape(shape);
             if y.shape() != want {
                 return Err(CliError::runtime(format!(
@@ -113,29 +126,21 @@ impl Job<'_> {
                     task.name(),
                     want[3],
                     want[2],
-                    if want[2] == size && y.h() != size {
+                    if want[2] == side && y.h() != side {
                         " (use --from-clean --resize for a clean image)"
                     } else {
                         ""
                     }
                 )));
             }
-            (None, y)
+            (None, y, op)
         };
         let meas_img = op.measurement_image(&y)?;
         if let Some(p) = save_meas {
             save_image(p, &meas_img, 0)?;
         }
-        let settings = Settings {
-            steps: a.steps,
-            zeta: a.zeta,
-            lambda: a.lambda,
-            t0: a.t0,
-        };
-        let name = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let settings = Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0, denoiser: a.denoiser.clone() };
+        let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let pb = self.g.progress(0, &name);
         let t0 = Instant::now();
         let out = restore(
@@ -156,10 +161,9 @@ impl Job<'_> {
         );
         pb.finish();
         let out = out.map_err(|e| match e {
-            Error::Cancelled => CliError {
-                code: 130,
-                message: "interrupted; nothing was written for this image".into(),
-            },
+            Error::Cancelled => {
+                CliError { code: 130, message: "interrupted; nothing was written for this image".into() }
+            }
             e => CliError::from(e),
         })?;
         let seconds = t0.elapsed().as_secs_f64();
@@ -176,13 +180,7 @@ impl Job<'_> {
         for (k, v) in &out.params {
             m.insert((*k).into(), (*v).into());
         }
-        let mut line = format!(
-            "{} -> {} ({:.1} s, {} NFE)",
-            input.display(),
-            output.display(),
-            seconds,
-            out.nfe
-        );
+        let mut line = format!("{} -> {} ({:.1} s, {} NFE)", input.display(), output.display(), seconds, out.nfe);
         if let (Some(x), Some(j)) = (&clean, self.judge) {
             let q = j.measure(x, &out.x, 0)?;
             let qm = j.measure(x, &meas_img, 0)?;
@@ -202,26 +200,17 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
         return Err(CliError::usage("--save-measurement needs --from-clean"));
     }
     if a.resize && !a.from_clean {
-        return Err(CliError::usage(
-            "--resize applies to clean inputs (--from-clean); a measurement is used as it is",
-        ));
+        return Err(CliError::usage("--resize applies to clean inputs (--from-clean); a measurement is used as it is"));
     }
     if !a.input.exists() {
-        return Err(CliError::runtime(format!(
-            "{}: no such file or folder",
-            a.input.display()
-        )));
+        return Err(CliError::runtime(format!("{}: no such file or folder", a.input.display())));
     }
-    let model = load_model(&source(&a.model), a.config.as_deref())?;
+    if a.denoiser.is_some() && method != Method::HqsDncnn {
+        return Err(CliError::usage("--denoiser applies to --method hqs-dncnn"));
+    }
+    let model = if method.is_diffusion() { Some(load_model(&source(&a.model), a.config.as_deref())?) } else { None };
     let judge = if a.from_clean { Some(Judge::load()?) } else { None };
-    let job = Job {
-        a: &a,
-        g,
-        model: &model,
-        method,
-        judge: judge.as_ref(),
-        params,
-    };
+    let job = Job { a: &a, g, model: model.as_ref(), method, judge: judge.as_ref(), params };
     if a.input.is_dir() {
         return run_folder(&job);
     }
@@ -239,26 +228,18 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
 fn run_folder(job: &Job<'_>) -> Result<()> {
     let (a, g) = (job.a, job.g);
     if a.save_measurement.as_ref().is_some_and(|p| p.exists() && !p.is_dir()) {
-        return Err(CliError::usage(
-            "with a folder INPUT, --save-measurement must be a folder",
-        ));
+        return Err(CliError::usage("with a folder INPUT, --save-measurement must be a folder"));
     }
     let inputs = list_images(&a.input)?;
     if inputs.is_empty() {
-        return Err(CliError::runtime(format!(
-            "{}: no PNG or JPEG images",
-            a.input.display()
-        )));
+        return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.input.display())));
     }
     std::fs::create_dir_all(&a.output).map_err(|e| CliError::runtime(format!("{}: {e}", a.output.display())))?;
     let (mut results, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let mut sums = Quality::default();
     let mut scored = 0usize;
     for (i, input) in inputs.iter().enumerate() {
-        let stem = input
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let output = a.output.join(format!("{stem}.png"));
         if output.exists() {
             skipped += 1;
@@ -286,12 +267,8 @@ fn run_folder(job: &Job<'_>) -> Result<()> {
             }
         }
     }
-    let mut summary = format!(
-        "{} restored, {} skipped (output exists), {} failed",
-        results.len(),
-        skipped,
-        failed.len()
-    );
+    let mut summary =
+        format!("{} restored, {} skipped (output exists), {} failed", results.len(), skipped, failed.len());
     if scored > 0 {
         let n = scored as f64;
         summary += &format!(
@@ -305,11 +282,7 @@ fn run_folder(job: &Job<'_>) -> Result<()> {
     g.say(summary);
     g.emit_json(&serde_json::json!({"images": results, "failed": failed, "ok": results.len(), "skipped": skipped, "errors": failed.len()}));
     if !failed.is_empty() {
-        return Err(CliError::runtime(format!(
-            "{} of {} images failed",
-            failed.len(),
-            inputs.len()
-        )));
+        return Err(CliError::runtime(format!("{} of {} images failed", failed.len(), inputs.len())));
     }
     Ok(())
 }

@@ -192,9 +192,7 @@ impl Checkpoint {
 
     /// Info of tensor `name`, or an error naming it.
     pub fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| Error::Tensor(format!("{}: missing tensor '{name}'", self.path)))
+        self.tensors.get(name).ok_or_else(|| Error::Tensor(format!("{}: missing tensor '{name}'", self.path)))
     }
 
     fn raw(&self, info: &TensorInfo) -> &[u8] {
@@ -239,9 +237,7 @@ impl Checkpoint {
         let info = self.info(name)?;
         if info.dtype == DType::F64 {
             let raw = self.raw(info);
-            let out = gather(info, raw, |b| {
-                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-            });
+            let out = gather(info, raw, |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
             return Ok((info.shape.clone(), out));
         }
         let (s, v) = self.f32(name)?;
@@ -253,9 +249,7 @@ impl Checkpoint {
         let info = self.info(name)?;
         let raw = self.raw(info);
         let out = match info.dtype {
-            DType::I64 => gather(info, raw, |b| {
-                i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-            }),
+            DType::I64 => gather(info, raw, |b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
             DType::I32 => gather(info, raw, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64),
             DType::I16 => gather(info, raw, |b| i16::from_le_bytes([b[0], b[1]]) as i64),
             DType::I8 => gather(info, raw, |b| b[0] as i8 as i64),
@@ -337,10 +331,7 @@ fn check_view(
     for (&d, &s) in shape.iter().zip(strides) {
         numel = numel.checked_mul(d).ok_or("element count overflows")?;
         if d > 0 {
-            last = (d - 1)
-                .checked_mul(s)
-                .and_then(|x| x.checked_add(last))
-                .ok_or("view extent overflows")?;
+            last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or("view extent overflows")?;
         }
     }
     if numel > 0 && last >= storage_elems {

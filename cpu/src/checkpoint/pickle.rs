@@ -148,10 +148,7 @@ impl<'a> Vm<'a> {
     }
     fn line(&mut self) -> R<&'a str> {
         let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("unterminated text line in pickle")?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or("unterminated text line in pickle")?;
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| "non-UTF-8 text in pickle".to_string())
     }
@@ -201,10 +198,7 @@ impl<'a> Vm<'a> {
         Ok(())
     }
     fn memo_get(&mut self, k: u32) -> R<()> {
-        let id = *self
-            .memo
-            .get(&k)
-            .ok_or_else(|| format!("pickle memo key {k} not defined"))?;
+        let id = *self.memo.get(&k).ok_or_else(|| format!("pickle memo key {k} not defined"))?;
         self.stack.push(Item::Val(id));
         Ok(())
     }
@@ -243,9 +237,7 @@ impl<'a> Vm<'a> {
         if storage_dtype(module, name).is_some() || ALLOWED.contains(&(module, name)) {
             self.push(Value::Global(module.to_string(), name.to_string()))
         } else {
-            Err(format!(
-                "unsupported pickle global {module}.{name} (only state_dict contents are read)"
-            ))
+            Err(format!("unsupported pickle global {module}.{name} (only state_dict contents are read)"))
         }
     }
 
@@ -285,12 +277,7 @@ impl<'a> Vm<'a> {
                 let offset = usize::try_from(self.int(a[1])?).map_err(|_| "negative storage offset".to_string())?;
                 let shape = self.usize_list(a[2], "tensor size")?;
                 let stride = self.usize_list(a[3], "tensor stride")?;
-                self.new_node(Value::Tensor {
-                    storage: a[0],
-                    offset,
-                    shape,
-                    stride,
-                })
+                self.new_node(Value::Tensor { storage: a[0], offset, shape, stride })
             }
             ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
                 a.first().copied().ok_or_else(|| format!("{n}: no arguments"))
@@ -340,18 +327,10 @@ impl<'a> Vm<'a> {
                     self.push(Value::Int(v))?
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a {
-                        self.u8()? as usize
-                    } else {
-                        self.u32()? as usize
-                    };
+                    let n = if op == 0x8a { self.u8()? as usize } else { self.u32()? as usize };
                     let b = self.take(n)?.to_vec();
                     let v = if n <= 8 {
-                        let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) {
-                            [0xff; 8]
-                        } else {
-                            [0; 8]
-                        };
+                        let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) { [0xff; 8] } else { [0; 8] };
                         buf[..n].copy_from_slice(&b);
                         Value::Int(i64::from_le_bytes(buf))
                     } else {
@@ -380,11 +359,7 @@ impl<'a> Vm<'a> {
                 }
                 b'T' | b'U' => {
                     // Python-2 byte strings: latin-1 text in practice.
-                    let n = if op == b'T' {
-                        self.u32()? as usize
-                    } else {
-                        self.u8()? as usize
-                    };
+                    let n = if op == b'T' { self.u32()? as usize } else { self.u8()? as usize };
                     let b = self.take(n)?;
                     let s: String = b.iter().map(|&c| c as char).collect();
                     self.push(Value::Str(s))?
@@ -568,21 +543,9 @@ fn kind(v: &Value) -> &'static str {
 
 /// Unpickles the first pickle in `data`; errors are plain descriptions (the caller adds the file).
 pub fn unpickle(data: &[u8], limits: Option<PickleLimits>) -> std::result::Result<Pickle, String> {
-    let limits = limits.unwrap_or(PickleLimits {
-        max_nodes: data.len() + 16,
-    });
-    let mut vm = Vm {
-        data,
-        pos: 0,
-        nodes: Vec::new(),
-        stack: Vec::new(),
-        memo: std::collections::HashMap::new(),
-        limits,
-    };
+    let limits = limits.unwrap_or(PickleLimits { max_nodes: data.len() + 16 });
+    let mut vm =
+        Vm { data, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: std::collections::HashMap::new(), limits };
     let root = vm.run()?;
-    Ok(Pickle {
-        nodes: vm.nodes,
-        root,
-        consumed: vm.pos,
-    })
+    Ok(Pickle { nodes: vm.nodes, root, consumed: vm.pos })
 }

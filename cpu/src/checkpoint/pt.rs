@@ -45,11 +45,7 @@ fn walk(
                     Value::Int(i) => i.to_string(),
                     _ => continue,
                 };
-                let name = if prefix.is_empty() {
-                    key
-                } else {
-                    format!("{prefix}.{key}")
-                };
+                let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
                 walk(p, v, name, depth + 1, out)?;
             }
         }
@@ -64,21 +60,14 @@ fn build(path: &str, p: &Pickle, storages: &HashMap<String, Storage>) -> Result<
     let bad = |m: String| Error::Format(format!("{path}: {m}"));
     let mut tensors = BTreeMap::new();
     for (name, id) in collect_tensors(p).map_err(bad)? {
-        let Value::Tensor {
-            storage,
-            offset,
-            shape,
-            stride,
-        } = &p.nodes[id]
-        else {
+        let Value::Tensor { storage, offset, shape, stride } = &p.nodes[id] else {
             unreachable!("collect_tensors returns tensors")
         };
         let Value::Storage { dtype, key, numel } = &p.nodes[*storage] else {
             return Err(bad(format!("tensor '{name}': not backed by a storage")));
         };
-        let s = storages
-            .get(key)
-            .ok_or_else(|| bad(format!("tensor '{name}': storage '{key}' missing from the file")))?;
+        let s =
+            storages.get(key).ok_or_else(|| bad(format!("tensor '{name}': storage '{key}' missing from the file")))?;
         let have = s.len / dtype.size();
         if have < *numel {
             return Err(bad(format!(
@@ -91,13 +80,7 @@ fn build(path: &str, p: &Pickle, storages: &HashMap<String, Storage>) -> Result<
             TensorInfo {
                 dtype: *dtype,
                 shape: shape.clone(),
-                view: View {
-                    buf: s.buf,
-                    start: s.start,
-                    len: s.len,
-                    offset: *offset,
-                    strides: stride.clone(),
-                },
+                view: View { buf: s.buf, start: s.start, len: s.len, offset: *offset, strides: stride.clone() },
             },
         );
     }
@@ -142,9 +125,7 @@ pub(super) fn read_zip(path: String, buf: Buffer) -> Result<Checkpoint> {
     let mut storages = HashMap::new();
     for (key, _, _) in storage_keys(&p) {
         let name = format!("{prefix}data/{key}");
-        let f = zip
-            .by_name(&name)
-            .map_err(|_| bad(format!("storage '{key}' missing from the archive")))?;
+        let f = zip.by_name(&name).map_err(|_| bad(format!("storage '{key}' missing from the archive")))?;
         if f.compression() == zip::CompressionMethod::Stored {
             let start = f.data_start() as usize;
             let len = f.size() as usize;
@@ -157,26 +138,13 @@ pub(super) fn read_zip(path: String, buf: Buffer) -> Result<Checkpoint> {
             let data = read_entry(&mut zip, &name, u64::MAX).map_err(bad)?;
             owned.push(data);
             let len = owned.last().map_or(0, Vec::len);
-            storages.insert(
-                key,
-                Storage {
-                    buf: owned.len(),
-                    start: 0,
-                    len,
-                },
-            );
+            storages.insert(key, Storage { buf: owned.len(), start: 0, len });
         }
     }
     let tensors = build(&path, &p, &storages)?;
     let mut buffers = vec![buf];
     buffers.extend(owned.into_iter().map(Buffer::Owned));
-    Ok(Checkpoint {
-        path,
-        buffers,
-        tensors,
-        metadata: BTreeMap::new(),
-        format: "pytorch-zip",
-    })
+    Ok(Checkpoint { path, buffers, tensors, metadata: BTreeMap::new(), format: "pytorch-zip" })
 }
 
 /// Reads a whole zip entry, refusing sizes the compressed data cannot justify.
@@ -187,20 +155,12 @@ fn read_entry<R: Read + std::io::Seek>(
 ) -> std::result::Result<Vec<u8>, String> {
     let f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let declared = f.size();
-    let limit = f
-        .compressed_size()
-        .saturating_mul(MAX_DEFLATE_RATIO)
-        .saturating_add(4096)
-        .min(cap);
+    let limit = f.compressed_size().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(4096).min(cap);
     if declared > limit {
-        return Err(format!(
-            "{name}: declared size {declared} is more than its data can hold"
-        ));
+        return Err(format!("{name}: declared size {declared} is more than its data can hold"));
     }
     let mut out = Vec::with_capacity(declared as usize);
-    f.take(declared)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("{name}: {e}"))?;
+    f.take(declared).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
     if out.len() as u64 != declared {
         return Err(format!("{name}: truncated ({} of {declared} bytes)", out.len()));
     }
@@ -236,34 +196,17 @@ pub(super) fn read_legacy(path: String, buf: Buffer) -> Result<Checkpoint> {
         let Value::Str(key) = &keys.nodes[id] else {
             return Err(bad("storage key is not a string".into()));
         };
-        let &(dtype, _) = dtypes
-            .get(key)
-            .ok_or_else(|| bad(format!("storage '{key}' is not used by any tensor")))?;
-        let header = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| bad(format!("storage '{key}': truncated")))?;
+        let &(dtype, _) = dtypes.get(key).ok_or_else(|| bad(format!("storage '{key}' is not used by any tensor")))?;
+        let header = bytes.get(pos..pos + 8).ok_or_else(|| bad(format!("storage '{key}': truncated")))?;
         let n = u64::from_le_bytes(header.try_into().expect("8"));
         let len = n
             .checked_mul(dtype.size() as u64)
             .filter(|&l| l <= (bytes.len() - pos - 8) as u64)
             .ok_or_else(|| bad(format!("storage '{key}': {n} elements run past the end of the file")))?
             as usize;
-        storages.insert(
-            key.clone(),
-            Storage {
-                buf: 0,
-                start: pos + 8,
-                len,
-            },
-        );
+        storages.insert(key.clone(), Storage { buf: 0, start: pos + 8, len });
         pos += 8 + len;
     }
     let tensors = build(&path, &obj, &storages)?;
-    Ok(Checkpoint {
-        path,
-        buffers: vec![buf],
-        tensors,
-        metadata: BTreeMap::new(),
-        format: "pytorch-legacy",
-    })
+    Ok(Checkpoint { path, buffers: vec![buf], tensors, metadata: BTreeMap::new(), format: "pytorch-legacy" })
 }

@@ -24,10 +24,7 @@ pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER as u64 || n > (bytes.len() - 8) as u64 {
-        return Err(bad(format!(
-            "safetensors header length {n} exceeds the file ({} bytes)",
-            bytes.len()
-        )));
+        return Err(bad(format!("safetensors header length {n} exceeds the file ({} bytes)", bytes.len())));
     }
     let n = n as usize;
     let header: serde_json::Map<String, serde_json::Value> =
@@ -48,9 +45,7 @@ pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
             DType::from_name(&e.dtype).ok_or_else(|| bad(format!("tensor '{name}': unsupported dtype {}", e.dtype)))?;
         let [b, en] = e.data_offsets;
         if b > en || en > data_len as u64 {
-            return Err(bad(format!(
-                "tensor '{name}': data offsets [{b}, {en}] outside the {data_len} data bytes"
-            )));
+            return Err(bad(format!("tensor '{name}': data offsets [{b}, {en}] outside the {data_len} data bytes")));
         }
         let shape: Vec<usize> = e
             .shape
@@ -77,23 +72,11 @@ pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
             TensorInfo {
                 dtype,
                 shape,
-                view: View {
-                    buf: 0,
-                    start: data_start + b as usize,
-                    len: nbytes,
-                    offset: 0,
-                    strides,
-                },
+                view: View { buf: 0, start: data_start + b as usize, len: nbytes, offset: 0, strides },
             },
         );
     }
-    Ok(Checkpoint {
-        path,
-        buffers: vec![buf],
-        tensors,
-        metadata,
-        format: "safetensors",
-    })
+    Ok(Checkpoint { path, buffers: vec![buf], tensors, metadata, format: "safetensors" })
 }
 
 /// A tensor to write: name, dtype, shape and little-endian bytes.
@@ -124,11 +107,7 @@ impl<'a> WriteTensor<'a> {
             name,
             dtype: DType::F16,
             shape: shape.to_vec(),
-            bytes: data
-                .iter()
-                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
+            bytes: data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect::<Vec<u8>>().into(),
         }
     }
     /// An i64 tensor.

@@ -42,10 +42,7 @@ impl Isa {
 
     /// Every kernel this CPU can run, best last.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|i| i.available())
-            .collect()
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.available()).collect()
     }
 
     /// The name used in benchmarks and `DIFFINV_ISA`.

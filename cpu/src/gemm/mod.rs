@@ -407,21 +407,6 @@ pub fn sgemm(
     accumulate: bool,
 ) {
     let pa = PackedA::pack(m, k, a, rsa, csa);
-    let pb = DenseB {
-        data: b,
-        k,
-        n,
-        rs: rsb,
-        cs: csb,
-    };
-    gemm(
-        &pa,
-        &pb,
-        c,
-        ldc,
-        Epilogue {
-            accumulate,
-            ..Default::default()
-        },
-    );
+    let pb = DenseB { data: b, k, n, rs: rsb, cs: csb };
+    gemm(&pa, &pb, c, ldc, Epilogue { accumulate, ..Default::default() });
 }

@@ -184,11 +184,7 @@ impl Lpips {
     /// The distance of every image of `b` to the same image of `a` (and the five layer terms).
     pub fn distance_layers(&self, a: &Tensor, b: &Tensor) -> Result<Vec<(f64, [f64; 5])>> {
         if a.shape() != b.shape() {
-            return Err(Error::Shape(format!(
-                "LPIPS of images of shapes {:?} and {:?}",
-                a.shape(),
-                b.shape()
-            )));
+            return Err(Error::Shape(format!("LPIPS of images of shapes {:?} and {:?}", a.shape(), b.shape())));
         }
         let n = a.n();
         let both = Tensor::stack(&[a, b])?;
@@ -197,10 +193,7 @@ impl Lpips {
         for (layer, ((d, c, h, w), lin)) in f.iter().zip(&self.lins).enumerate() {
             let hw = h * w;
             for (i, o) in out.iter_mut().enumerate() {
-                let (fa, fb) = (
-                    &d[i * c * hw..(i + 1) * c * hw],
-                    &d[(n + i) * c * hw..(n + i + 1) * c * hw],
-                );
+                let (fa, fb) = (&d[i * c * hw..(i + 1) * c * hw], &d[(n + i) * c * hw..(n + i + 1) * c * hw]);
                 let mut s = 0.0f64;
                 for p in 0..hw {
                     let (mut na, mut nb) = (0.0f64, 0.0f64);

@@ -14,11 +14,7 @@ fn unit(v: f32) -> f64 {
 
 fn check(a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::Shape(format!(
-            "cannot compare images of shapes {:?} and {:?}",
-            a.shape(),
-            b.shape()
-        )));
+        return Err(Error::Shape(format!("cannot compare images of shapes {:?} and {:?}", a.shape(), b.shape())));
     }
     Ok(())
 }
@@ -43,29 +39,21 @@ fn reflect(i: isize, n: usize) -> usize {
 fn gauss_filter(x: &[f64], h: usize, w: usize) -> Vec<f64> {
     let sigma = 1.5f64;
     let r = (3.5 * sigma + 0.5) as isize;
-    let g: Vec<f64> = (-r..=r)
-        .map(|k| (-0.5 * (k * k) as f64 / (sigma * sigma)).exp())
-        .collect();
+    let g: Vec<f64> = (-r..=r).map(|k| (-0.5 * (k * k) as f64 / (sigma * sigma)).exp()).collect();
     let s: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / s).collect();
     let mut t = vec![0.0; h * w];
     for i in 0..h {
         for j in 0..w {
-            t[i * w + j] = g
-                .iter()
-                .enumerate()
-                .map(|(k, gv)| gv * x[i * w + reflect(j as isize + k as isize - r, w)])
-                .sum();
+            t[i * w + j] =
+                g.iter().enumerate().map(|(k, gv)| gv * x[i * w + reflect(j as isize + k as isize - r, w)]).sum();
         }
     }
     let mut o = vec![0.0; h * w];
     for i in 0..h {
         for j in 0..w {
-            o[i * w + j] = g
-                .iter()
-                .enumerate()
-                .map(|(k, gv)| gv * t[reflect(i as isize + k as isize - r, h) * w + j])
-                .sum();
+            o[i * w + j] =
+                g.iter().enumerate().map(|(k, gv)| gv * t[reflect(i as isize + k as isize - r, h) * w + j]).sum();
         }
     }
     o
@@ -78,31 +66,19 @@ pub fn ssim(a: &Tensor, b: &Tensor, i: usize) -> Result<f64> {
     check(a, b)?;
     let (c, h, w) = (a.c(), a.h(), a.w());
     if h < 11 || w < 11 {
-        return Err(Error::Shape(format!(
-            "SSIM needs images of at least 11x11, got {h}x{w}"
-        )));
+        return Err(Error::Shape(format!("SSIM needs images of at least 11x11, got {h}x{w}")));
     }
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let pad = 5;
     let mut total = 0.0;
     for ch in 0..c {
-        let x: Vec<f64> = a.image(i)[ch * h * w..(ch + 1) * h * w]
-            .iter()
-            .map(|&v| unit(v))
-            .collect();
-        let y: Vec<f64> = b.image(i)[ch * h * w..(ch + 1) * h * w]
-            .iter()
-            .map(|&v| unit(v))
-            .collect();
+        let x: Vec<f64> = a.image(i)[ch * h * w..(ch + 1) * h * w].iter().map(|&v| unit(v)).collect();
+        let y: Vec<f64> = b.image(i)[ch * h * w..(ch + 1) * h * w].iter().map(|&v| unit(v)).collect();
         let xx: Vec<f64> = x.iter().map(|v| v * v).collect();
         let yy: Vec<f64> = y.iter().map(|v| v * v).collect();
         let xy: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p * q).collect();
         let (ux, uy) = (gauss_filter(&x, h, w), gauss_filter(&y, h, w));
-        let (uxx, uyy, uxy) = (
-            gauss_filter(&xx, h, w),
-            gauss_filter(&yy, h, w),
-            gauss_filter(&xy, h, w),
-        );
+        let (uxx, uyy, uxy) = (gauss_filter(&xx, h, w), gauss_filter(&yy, h, w), gauss_filter(&xy, h, w));
         let mut s = 0.0;
         let mut n = 0usize;
         for r in pad..h - pad {

@@ -112,11 +112,7 @@ impl AttentionBlock {
                 let (qr, kr, vr) = self.qkv_rows(h);
                 let dah = &da[h * d * l..(h + 1) * d * l];
                 self.weights(qi, h, l, w);
-                let (q, k, v) = (
-                    &qi[qr * l..(qr + d) * l],
-                    &qi[kr * l..(kr + d) * l],
-                    &qi[vr * l..(vr + d) * l],
-                );
+                let (q, k, v) = (&qi[qr * l..(qr + d) * l], &qi[kr * l..(kr + d) * l], &qi[vr * l..(vr + d) * l]);
                 // dW[t, s] = sum_c da[c, t] v[c, s];  dV[c, s] = sum_t da[c, t] W[t, s]
                 sgemm(l, l, d, dah, 1, l, v, l, 1, dw, l, false);
                 sgemm(d, l, l, dah, l, 1, w, l, 1, &mut dqkv[vr * l..(vr + d) * l], l, false);

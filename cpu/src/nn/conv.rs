@@ -22,17 +22,7 @@ impl<'a> Im2col<'a> {
     pub fn new(x: &'a [f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Self {
         let oh = (h + 2 * pad - k) / stride + 1;
         let ow = (w + 2 * pad - k) / stride + 1;
-        Im2col {
-            x,
-            h,
-            w,
-            ksize: k,
-            stride,
-            pad,
-            oh,
-            ow,
-            rows: c * k * k,
-        }
+        Im2col { x, h, w, ksize: k, stride, pad, oh, ow, rows: c * k * k }
     }
 }
 
@@ -90,11 +80,7 @@ impl Im2col<'_> {
                 } else {
                     for (t, v) in seg.iter_mut().enumerate() {
                         let ix = ((ox + t) * self.stride) as isize + off;
-                        *v = if ix >= 0 && ix < self.w as isize {
-                            src[ix as usize]
-                        } else {
-                            0.0
-                        };
+                        *v = if ix >= 0 && ix < self.w as isize { src[ix as usize] } else { 0.0 };
                     }
                 }
             }
@@ -167,10 +153,7 @@ impl Conv2d {
 
     /// Output height and width for an `h x w` input.
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        (
-            (h + 2 * self.pad - self.k) / self.stride + 1,
-            (w + 2 * self.pad - self.k) / self.stride + 1,
-        )
+        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
     }
 
     /// Multiply-adds per output pixel times 2: the layer's FLOPs per pixel.
@@ -206,19 +189,10 @@ impl Conv2d {
         for i in 0..n {
             let xi = &x[i * il..(i + 1) * il];
             let oi = &mut out[i * ol..(i + 1) * ol];
-            let epi = Epilogue {
-                bias: Some(&self.bias),
-                residual: residual.map(|r| &r[i * ol..(i + 1) * ol]),
-                accumulate,
-            };
+            let epi =
+                Epilogue { bias: Some(&self.bias), residual: residual.map(|r| &r[i * ol..(i + 1) * ol]), accumulate };
             if self.k == 1 && self.stride == 1 && self.pad == 0 {
-                let b = DenseB {
-                    data: xi,
-                    k: self.cin,
-                    n: h * w,
-                    rs: h * w,
-                    cs: 1,
-                };
+                let b = DenseB { data: xi, k: self.cin, n: h * w, rs: h * w, cs: 1 };
                 gemm(&self.packed, &b, oi, oh * ow, epi);
             } else {
                 let b = Im2col::new(xi, self.cin, h, w, self.k, self.stride, self.pad);
@@ -249,10 +223,7 @@ impl Conv2d {
     pub fn backward_input(&self, gy: &[f32], n: usize, h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
-        let epi = Epilogue {
-            accumulate,
-            ..Default::default()
-        };
+        let epi = Epilogue { accumulate, ..Default::default() };
         for i in 0..n {
             let gyi = &gy[i * ol..(i + 1) * ol];
             let gxi = &mut gx[i * il..(i + 1) * il];
@@ -261,13 +232,7 @@ impl Conv2d {
                 // flipped, transposed kernel.
                 let wt = self.transposed();
                 if self.k == 1 {
-                    let b = DenseB {
-                        data: gyi,
-                        k: self.cout,
-                        n: h * w,
-                        rs: h * w,
-                        cs: 1,
-                    };
+                    let b = DenseB { data: gyi, k: self.cout, n: h * w, rs: h * w, cs: 1 };
                     gemm(wt, &b, gxi, h * w, epi);
                 } else {
                     let b = Im2col::new(gyi, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
@@ -286,20 +251,7 @@ impl Conv2d {
         let rows = self.cin * kk;
         let np = oh * ow;
         let mut col = vec![0.0f32; rows * np];
-        crate::gemm::sgemm(
-            rows,
-            np,
-            self.cout,
-            &self.packed.unpack(),
-            1,
-            rows,
-            gy,
-            np,
-            1,
-            &mut col,
-            np,
-            false,
-        );
+        crate::gemm::sgemm(rows, np, self.cout, &self.packed.unpack(), 1, rows, gy, np, 1, &mut col, np, false);
         if !accumulate {
             gx.fill(0.0);
         }

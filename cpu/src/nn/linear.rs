@@ -16,12 +16,7 @@ impl Linear {
     pub fn new(weight: Vec<f32>, bias: Vec<f32>, fin: usize, fout: usize) -> Self {
         assert_eq!(weight.len(), fin * fout, "linear weight size");
         assert_eq!(bias.len(), fout, "linear bias size");
-        Linear {
-            fin,
-            fout,
-            weight,
-            bias,
-        }
+        Linear { fin, fout, weight, bias }
     }
 
     /// `y[i] = W x[i] + b` for `n` rows of `x`, optionally applying SiLU to the input first.

@@ -39,17 +39,8 @@ impl GroupNorm {
     /// A group norm with the given affine parameters.
     pub fn new(groups: usize, gamma: Vec<f32>, beta: Vec<f32>) -> Self {
         let channels = gamma.len();
-        assert!(
-            channels.is_multiple_of(groups) && beta.len() == channels,
-            "group norm parameters"
-        );
-        GroupNorm {
-            groups,
-            channels,
-            eps: 1e-5,
-            gamma,
-            beta,
-        }
+        assert!(channels.is_multiple_of(groups) && beta.len() == channels, "group norm parameters");
+        GroupNorm { groups, channels, eps: 1e-5, gamma, beta }
     }
 
     /// Statistics of `x` (`n` images of `channels x hw`).

@@ -46,11 +46,7 @@ pub struct Blur {
 impl Blur {
     /// A blur with one kernel for every image, or one per image of the batch.
     pub fn new(kernels: Vec<Kernel>) -> Result<Self> {
-        if kernels.is_empty()
-            || kernels
-                .iter()
-                .any(|k| k.size % 2 == 0 || k.data.len() != k.size * k.size)
-        {
+        if kernels.is_empty() || kernels.iter().any(|k| k.size % 2 == 0 || k.data.len() != k.size * k.size) {
             return Err(Error::Config("blur kernels must be square with an odd side".into()));
         }
         Ok(Blur { kernels })
@@ -63,11 +59,7 @@ impl Blur {
 
     fn check(&self, x: &Tensor) -> Result<()> {
         if self.kernels.len() != 1 && self.kernels.len() != x.n() {
-            return Err(Error::Shape(format!(
-                "{} blur kernels for a batch of {}",
-                self.kernels.len(),
-                x.n()
-            )));
+            return Err(Error::Shape(format!("{} blur kernels for a batch of {}", self.kernels.len(), x.n())));
         }
         for i in 0..x.n() {
             let p = self.kernel(i).size / 2;
@@ -111,11 +103,7 @@ impl Blur {
         x.data_mut().par_chunks_mut(hw).enumerate().for_each(|(ic, xc)| {
             let k = self.kernel(ic / c);
             let yc = &y.data()[ic * hw..(ic + 1) * hw];
-            let q = if use_fft(m, k) {
-                fft_adjoint_padded(yc, h, w, k)
-            } else {
-                direct_adjoint_padded(yc, h, w, k)
-            };
+            let q = if use_fft(m, k) { fft_adjoint_padded(yc, h, w, k) } else { direct_adjoint_padded(yc, h, w, k) };
             fold(&q, h, w, k.size, xc);
         });
         Ok(x)
@@ -140,10 +128,7 @@ impl Blur {
     pub fn data_solve(&self, y: &Tensor, z: &Tensor, rho: f64) -> Result<Tensor> {
         let aty = self.adjoint(y, Method::Auto)?;
         let mut rhs = aty;
-        rhs.data_mut()
-            .iter_mut()
-            .zip(z.data())
-            .for_each(|(r, z)| *r += rho as f32 * z);
+        rhs.data_mut().iter_mut().zip(z.data()).for_each(|(r, z)| *r += rho as f32 * z);
         let mut x = self.circular_solve(&rhs, rho)?;
         let (c, h, w) = (y.c(), y.h(), y.w());
         let hw = h * w;
@@ -223,10 +208,7 @@ fn direct_forward(x: &[f32], h: usize, w: usize, k: &Kernel, y: &mut [f32]) {
             }
             for i in 0..h {
                 let src = &p[(i + a) * wp + b..(i + a) * wp + b + w];
-                y[i * w..(i + 1) * w]
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(o, s)| *o += kv * s);
+                y[i * w..(i + 1) * w].iter_mut().zip(src).for_each(|(o, s)| *o += kv * s);
             }
         }
     }
@@ -245,9 +227,7 @@ fn direct_adjoint_padded(y: &[f32], h: usize, w: usize, k: &Kernel) -> Vec<f64> 
             }
             for i in 0..h {
                 let dst = &mut q[(i + a) * wp + b..(i + a) * wp + b + w];
-                dst.iter_mut()
-                    .zip(&y[i * w..(i + 1) * w])
-                    .for_each(|(o, s)| *o += kv * *s as f64);
+                dst.iter_mut().zip(&y[i * w..(i + 1) * w]).for_each(|(o, s)| *o += kv * *s as f64);
             }
         }
     }
@@ -299,10 +279,7 @@ fn fft_forward(x: &[f32], h: usize, w: usize, k: &Kernel, y: &mut [f32]) {
     let ks = k.size;
     let (hp, wp) = (h + ks - 1, w + ks - 1);
     // Circular correlation on the padded grid equals the valid correlation where no index wraps.
-    let mut p: Vec<Complex64> = padded(x, h, w, ks)
-        .into_iter()
-        .map(|v| Complex64::new(v as f64, 0.0))
-        .collect();
+    let mut p: Vec<Complex64> = padded(x, h, w, ks).into_iter().map(|v| Complex64::new(v as f64, 0.0)).collect();
     fft2(&mut p, hp, wp, false);
     let kf = kernel_fft(k, hp, wp, 0);
     p.iter_mut().zip(&kf).for_each(|(a, b)| *a *= b.conj());

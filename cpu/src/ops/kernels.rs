@@ -56,10 +56,7 @@ pub fn gaussian_1d(std: f64) -> Vec<f64> {
 
 /// The Gaussian kernel rounded to f32 (what DPS copies into its conv weight).
 pub fn gaussian(size: usize, std: f64) -> Kernel {
-    Kernel {
-        size,
-        data: gaussian_f64(size, std).into_iter().map(|v| v as f32).collect(),
-    }
+    Kernel { size, data: gaussian_f64(size, std).into_iter().map(|v| v as f32).collect() }
 }
 
 fn beta_sample(rng: &mut NoiseStream, a: u32, b: u32) -> f64 {
@@ -123,12 +120,9 @@ pub fn motion(size: usize, intensity: f64, rng: &mut NoiseStream) -> Kernel {
     let mut splat = |px: f64, py: f64| {
         let (x0, y0) = (px.floor(), py.floor());
         let (fx, fy) = (px - x0, py - y0);
-        for (dx, dy, w) in [
-            (0, 0, (1.0 - fx) * (1.0 - fy)),
-            (1, 0, fx * (1.0 - fy)),
-            (0, 1, (1.0 - fx) * fy),
-            (1, 1, fx * fy),
-        ] {
+        for (dx, dy, w) in
+            [(0, 0, (1.0 - fx) * (1.0 - fy)), (1, 0, fx * (1.0 - fy)), (0, 1, (1.0 - fx) * fy), (1, 1, fx * fy)]
+        {
             let (ix, iy) = (x0 as isize + dx, y0 as isize + dy);
             if ix >= 0 && iy >= 0 && (ix as usize) < canvas && (iy as usize) < canvas {
                 img[iy as usize * canvas + ix as usize] += w;
@@ -165,10 +159,7 @@ pub fn motion(size: usize, intensity: f64, rng: &mut NoiseStream) -> Kernel {
     } else {
         data.iter_mut().for_each(|v| *v /= s);
     }
-    Kernel {
-        size,
-        data: data.into_iter().map(|v| v as f32).collect(),
-    }
+    Kernel { size, data: data.into_iter().map(|v| v as f32).collect() }
 }
 
 /// Separable zero-padded filtering of an `n x n` image with the 1-D kernel `g` (odd length).
@@ -182,11 +173,7 @@ fn separable(img: &[f64], n: usize, g: &[f64]) -> Vec<f64> {
                 for (k, &w) in g.iter().enumerate() {
                     let o = j as isize + k as isize - r;
                     if o >= 0 && (o as usize) < n {
-                        s += w * if horizontal {
-                            src[i * n + o as usize]
-                        } else {
-                            src[o as usize * n + i]
-                        };
+                        s += w * if horizontal { src[i * n + o as usize] } else { src[o as usize * n + i] };
                     }
                 }
                 if horizontal {
@@ -207,8 +194,5 @@ pub fn from_image(gray: &[f32], size: usize) -> Option<Kernel> {
     if gray.len() != size * size || size.is_multiple_of(2) || s.is_nan() || s <= 0.0 {
         return None;
     }
-    Some(Kernel {
-        size,
-        data: gray.iter().map(|&v| (v as f64 / s) as f32).collect(),
-    })
+    Some(Kernel { size, data: gray.iter().map(|&v| (v as f64 / s) as f32).collect() })
 }

@@ -18,9 +18,7 @@ pub struct BoxSpec {
 /// A box of side `size` at a seeded random position at least `margin` from every border.
 pub fn random_box(h: usize, w: usize, size: usize, margin: usize, rng: &mut NoiseStream) -> Result<BoxSpec> {
     if size + 2 * margin > h.min(w) {
-        return Err(Error::Config(format!(
-            "a {size} px box with a {margin} px margin does not fit a {h}x{w} image"
-        )));
+        return Err(Error::Config(format!("a {size} px box with a {margin} px margin does not fit a {h}x{w} image")));
     }
     let pick = |n: usize, rng: &mut NoiseStream| {
         margin + ((rng.next_uniform() * (n - size - 2 * margin + 1) as f64) as usize).min(n - size - 2 * margin)

@@ -38,11 +38,7 @@ fn mask_image(m: &Tensor, i: usize) -> &[f32] {
 
 fn apply_mask(m: &Tensor, x: &Tensor) -> Result<Tensor> {
     if m.image_len() != x.image_len() || (m.n() != 1 && m.n() != x.n()) {
-        return Err(Error::Shape(format!(
-            "mask {:?} does not fit images {:?}",
-            m.shape(),
-            x.shape()
-        )));
+        return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", m.shape(), x.shape())));
     }
     let mut y = x.clone();
     for i in 0..x.n() {
@@ -105,22 +101,16 @@ impl Op {
                 for i in 0..x.n() {
                     let mi = mask_image(m, i).to_vec();
                     let yi = y.image(i).to_vec();
-                    x.image_mut(i)
-                        .iter_mut()
-                        .zip(mi.iter().zip(&yi))
-                        .for_each(|(x, (&m, &y))| {
-                            *x = ((m as f64 * y as f64 + rho * *x as f64) / (m as f64 + rho)) as f32;
-                        });
+                    x.image_mut(i).iter_mut().zip(mi.iter().zip(&yi)).for_each(|(x, (&m, &y))| {
+                        *x = ((m as f64 * y as f64 + rho * *x as f64) / (m as f64 + rho)) as f32;
+                    });
                 }
                 Ok(x)
             }
             Op::Blur(b) => b.data_solve(y, z, rho),
             Op::Resize(r) => {
                 let mut rhs = r.adjoint(y)?;
-                rhs.data_mut()
-                    .iter_mut()
-                    .zip(z.data())
-                    .for_each(|(v, z)| *v += rho as f32 * z);
+                rhs.data_mut().iter_mut().zip(z.data()).for_each(|(v, z)| *v += rho as f32 * z);
                 r.solve(&rhs, rho)
             }
         }
@@ -132,19 +122,14 @@ impl Op {
             Op::Resize(r) => r.solve(b, rho),
             Op::Identity => {
                 let mut x = b.clone();
-                x.data_mut()
-                    .iter_mut()
-                    .for_each(|v| *v = (*v as f64 / (1.0 + rho)) as f32);
+                x.data_mut().iter_mut().for_each(|v| *v = (*v as f64 / (1.0 + rho)) as f32);
                 Ok(x)
             }
             Op::Mask(m) => {
                 let mut x = b.clone();
                 for i in 0..x.n() {
                     let mi = mask_image(m, i).to_vec();
-                    x.image_mut(i)
-                        .iter_mut()
-                        .zip(&mi)
-                        .for_each(|(x, &m)| *x = (*x as f64 / (m as f64 + rho)) as f32);
+                    x.image_mut(i).iter_mut().zip(&mi).for_each(|(x, &m)| *x = (*x as f64 / (m as f64 + rho)) as f32);
                 }
                 Ok(x)
             }

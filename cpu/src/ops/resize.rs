@@ -107,9 +107,7 @@ impl Resize {
     /// Downsampling of `h x w` images by `factor`.
     pub fn new(h: usize, w: usize, factor: usize) -> Result<Self> {
         if factor == 0 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
-            return Err(Error::Config(format!(
-                "image size {h}x{w} is not divisible by the SR factor {factor}"
-            )));
+            return Err(Error::Config(format!("image size {h}x{w} is not divisible by the SR factor {factor}")));
         }
         Ok(Resize {
             factor,
@@ -128,11 +126,7 @@ impl Resize {
 
     fn check(&self, x: &Tensor, h: usize, w: usize) -> Result<()> {
         if x.h() != h || x.w() != w {
-            return Err(Error::Shape(format!(
-                "SR operator built for {h}x{w}, got {}x{}",
-                x.h(),
-                x.w()
-            )));
+            return Err(Error::Shape(format!("SR operator built for {h}x{w}, got {}x{}", x.h(), x.w())));
         }
         Ok(())
     }
@@ -141,13 +135,10 @@ impl Resize {
         use rayon::prelude::*;
         let hw = x.h() * x.w();
         let mut out = Tensor::zeros([x.n(), x.c(), oh, ow]);
-        out.data_mut()
-            .par_chunks_mut(oh * ow)
-            .zip(x.data().par_chunks(hw))
-            .for_each(|(o, p)| {
-                let v: Vec<f64> = p.iter().map(|&v| v as f64).collect();
-                o.iter_mut().zip(f(&v)).for_each(|(o, v)| *o = v as f32);
-            });
+        out.data_mut().par_chunks_mut(oh * ow).zip(x.data().par_chunks(hw)).for_each(|(o, p)| {
+            let v: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+            o.iter_mut().zip(f(&v)).for_each(|(o, v)| *o = v as f32);
+        });
         out
     }
 
@@ -158,17 +149,7 @@ impl Resize {
         let (h, w) = (self.h, self.w);
         Ok(Self::planes(
             x,
-            |p| {
-                matmul(
-                    &matmul(&self.wh, false, p, false, oh, h, w),
-                    false,
-                    &self.ww,
-                    true,
-                    oh,
-                    w,
-                    ow,
-                )
-            },
+            |p| matmul(&matmul(&self.wh, false, p, false, oh, h, w), false, &self.ww, true, oh, w, ow),
             oh,
             ow,
         ))
@@ -181,17 +162,7 @@ impl Resize {
         let (h, w) = (self.h, self.w);
         Ok(Self::planes(
             y,
-            |p| {
-                matmul(
-                    &matmul(&self.wh, true, p, false, h, oh, ow),
-                    false,
-                    &self.ww,
-                    false,
-                    h,
-                    ow,
-                    w,
-                )
-            },
+            |p| matmul(&matmul(&self.wh, true, p, false, h, oh, ow), false, &self.ww, false, h, ow, w),
             h,
             w,
         ))
@@ -235,11 +206,6 @@ impl Resize {
         self.check(y, oh, ow)?;
         let (h, w) = (self.h, self.w);
         let (uh, uw) = (resize_matrix(oh, h), resize_matrix(ow, w));
-        Ok(Self::planes(
-            y,
-            |p| matmul(&matmul(&uh, false, p, false, h, oh, ow), false, &uw, true, h, ow, w),
-            h,
-            w,
-        ))
+        Ok(Self::planes(y, |p| matmul(&matmul(&uh, false, p, false, h, oh, ow), false, &uw, true, h, ow, w), h, w))
     }
 }

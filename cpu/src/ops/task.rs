@@ -29,14 +29,8 @@ pub enum Task {
 
 impl Task {
     /// Every task.
-    pub const ALL: [Task; 6] = [
-        Task::InpaintBox,
-        Task::InpaintRandom,
-        Task::DeblurGauss,
-        Task::DeblurMotion,
-        Task::Sr4,
-        Task::Denoise,
-    ];
+    pub const ALL: [Task; 6] =
+        [Task::InpaintBox, Task::InpaintRandom, Task::DeblurGauss, Task::DeblurMotion, Task::Sr4, Task::Denoise];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -131,10 +125,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
         Task::InpaintBox | Task::InpaintRandom if p.mask_gray.is_some() => {
             let g = p.mask_gray.as_ref().expect("checked");
             if g.len() != h * w {
-                return Err(Error::Shape(format!(
-                    "the mask has {} pixels, the image {h}x{w}",
-                    g.len()
-                )));
+                return Err(Error::Shape(format!("the mask has {} pixels, the image {h}x{w}", g.len())));
             }
             Ok(Op::Mask(mask_from_gray(g, c, h, w)))
         }
@@ -165,13 +156,9 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
                 None => {
                     let intensity = p.intensity.unwrap_or(0.5);
                     if !(0.0..=1.0).contains(&intensity) {
-                        return Err(Error::Config(format!(
-                            "motion intensity must be in [0, 1], got {intensity}"
-                        )));
+                        return Err(Error::Config(format!("motion intensity must be in [0, 1], got {intensity}")));
                     }
-                    (0..n)
-                        .map(|i| motion(p.kernel_size_for(size), intensity, &mut rng(i)))
-                        .collect()
+                    (0..n).map(|i| motion(p.kernel_size_for(size), intensity, &mut rng(i))).collect()
                 }
             };
             Ok(Op::Blur(Blur::new(ks)?))
@@ -183,19 +170,14 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
 /// `y = A x + sigma n`, the noise from each image's measurement stream.
 pub fn measure(op: &Op, x: &Tensor, sigma: f64, seed: u64, first: u64) -> Result<Tensor> {
     if !sigma.is_finite() || sigma < 0.0 {
-        return Err(Error::Config(format!(
-            "noise sigma must be a non-negative number, got {sigma}"
-        )));
+        return Err(Error::Config(format!("noise sigma must be a non-negative number, got {sigma}")));
     }
     let mut y = op.forward(x)?;
     for i in 0..y.n() {
         let mut rng = NoiseStream::new(seed, streams::for_image(streams::MEASUREMENT, first + i as u64));
         let mut z = vec![0.0f32; y.image_len()];
         rng.fill_normal(&mut z);
-        y.image_mut(i)
-            .iter_mut()
-            .zip(&z)
-            .for_each(|(v, z)| *v += sigma as f32 * z);
+        y.image_mut(i).iter_mut().zip(&z).for_each(|(v, z)| *v += sigma as f32 * z);
     }
     Ok(y)
 }

@@ -1,5 +1,5 @@
-//! Default parameters of each method and task, for the shipped 64 px model (tuned on the
-//! CelebA dev faces; see the README's table for how).
+//! Default parameters of each method and task, for the shipped 64 px model (tuned on CelebA
+//! dev faces 009541-009548; the README records the sweeps).
 
 use super::Method;
 use crate::ops::Task;
@@ -7,45 +7,35 @@ use crate::ops::Task;
 /// A method's defaults for one task.
 #[derive(Clone, Copy, Debug)]
 pub struct Defaults {
-    /// Chain length.
+    /// Chain length (diffusion methods) or iterations (classical ones).
     pub steps: usize,
-    /// DPS step size (at 1000 steps) or DiffPIR noise mix.
+    /// DPS step size (at 1000 steps) or DiffPIR's noise mix.
     pub zeta: f64,
-    /// ALD anneal factor, SDEdit data step, DiffPIR data weight.
+    /// ALD anneal factor, SDEdit data step, DiffPIR data weight, TV weight, or PnP lambda.
     pub lambda: f64,
-    /// SDEdit start.
+    /// SDEdit's starting timestep.
     pub t0: usize,
+    /// HQS-TV's initial penalty (grown by 1.3 per iteration) or ADMM-TV's fixed penalty.
+    pub mu: f64,
+    /// Adam-TV's learning rate.
+    pub lr: f64,
 }
+
+const BASE: Defaults = Defaults { steps: 1000, zeta: 0.0, lambda: 0.0, t0: 0, mu: 0.0, lr: 0.0 };
 
 impl Defaults {
     /// The defaults of `method` on `task`.
     pub fn for_task(method: Method, task: Task) -> Defaults {
         let inpaint = task.is_inpainting();
         match method {
-            Method::Dps => Defaults {
-                steps: 1000,
-                zeta: if inpaint { 0.5 } else { 1.0 },
-                lambda: 0.0,
-                t0: 0,
-            },
-            Method::Ald => Defaults {
-                steps: 1000,
-                zeta: 0.0,
-                lambda: if inpaint { 0.005 } else { 0.001 },
-                t0: 0,
-            },
-            Method::Sdedit => Defaults {
-                steps: 1000,
-                zeta: 0.0,
-                lambda: 1.0,
-                t0: 500,
-            },
-            Method::Diffpir => Defaults {
-                steps: 100,
-                zeta: 1.0,
-                lambda: if inpaint { 7.0 } else { 1.0 },
-                t0: 0,
-            },
+            Method::Dps => Defaults { zeta: if inpaint { 0.5 } else { 1.0 }, ..BASE },
+            Method::Ald => Defaults { lambda: if inpaint { 0.005 } else { 0.001 }, ..BASE },
+            Method::Sdedit => Defaults { lambda: 1.0, t0: 500, ..BASE },
+            Method::Diffpir => Defaults { steps: 100, zeta: 1.0, lambda: if inpaint { 7.0 } else { 1.0 }, ..BASE },
+            Method::AdamTv => Defaults { steps: 500, lambda: 0.02, lr: 0.01, ..BASE },
+            Method::HqsTv => Defaults { steps: 40, lambda: 0.02, mu: 0.1, ..BASE },
+            Method::AdmmTv => Defaults { steps: 100, lambda: 0.02, mu: 1.0, ..BASE },
+            Method::HqsDncnn => Defaults { steps: if inpaint { 40 } else { 8 }, lambda: 0.23, ..BASE },
         }
     }
 }

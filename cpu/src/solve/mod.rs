@@ -27,11 +27,28 @@ pub enum Method {
     Sdedit,
     /// DiffPIR (Zhu et al. 2023).
     Diffpir,
+    /// Adam on the TV-regularised objective.
+    AdamTv,
+    /// Half-quadratic splitting with the TV prox.
+    HqsTv,
+    /// ADMM with the TV prox.
+    AdmmTv,
+    /// Plug-and-play HQS with a CNN denoiser (FFDNet by default, DPIR's schedule).
+    HqsDncnn,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 4] = [Method::Dps, Method::Ald, Method::Sdedit, Method::Diffpir];
+    pub const ALL: [Method; 8] = [
+        Method::Dps,
+        Method::Ald,
+        Method::Sdedit,
+        Method::Diffpir,
+        Method::AdamTv,
+        Method::HqsTv,
+        Method::AdmmTv,
+        Method::HqsDncnn,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -40,7 +57,16 @@ impl Method {
             Method::Ald => "ald",
             Method::Sdedit => "sdedit",
             Method::Diffpir => "diffpir",
+            Method::AdamTv => "adam-tv",
+            Method::HqsTv => "hqs-tv",
+            Method::AdmmTv => "admm-tv",
+            Method::HqsDncnn => "hqs-dncnn",
         }
+    }
+
+    /// Whether the method samples with the diffusion model.
+    pub fn is_diffusion(self) -> bool {
+        matches!(self, Method::Dps | Method::Ald | Method::Sdedit | Method::Diffpir)
     }
 
     /// Parses a CLI name.
@@ -55,7 +81,7 @@ impl Method {
 }
 
 /// User overrides of a method's parameters; `None` takes the tuned default.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Settings {
     /// Respaced chain length (diffusion methods).
     pub steps: Option<usize>,
@@ -65,6 +91,8 @@ pub struct Settings {
     pub lambda: Option<f64>,
     /// SDEdit's starting timestep.
     pub t0: Option<usize>,
+    /// The plug-and-play denoiser (a shipped name or a file); default FFDNet.
+    pub denoiser: Option<String>,
 }
 
 /// What a run used and did.
@@ -90,9 +118,7 @@ fn sample_err(e: SampleError<Error>) -> Error {
 
 /// One noise stream per image of the batch.
 pub fn streams_for(seed: u64, kind: u64, first: u64, n: usize) -> Vec<NoiseStream> {
-    (0..n as u64)
-        .map(|i| NoiseStream::new(seed, streams::for_image(kind, first + i)))
-        .collect()
+    (0..n as u64).map(|i| NoiseStream::new(seed, streams::for_image(kind, first + i))).collect()
 }
 
 /// Restores the batch `y` (measured with `op`, noise `sigma_y`) with `method`. Images are
@@ -100,7 +126,7 @@ pub fn streams_for(seed: u64, kind: u64, first: u64, n: usize) -> Vec<NoiseStrea
 /// every step and can cancel.
 #[allow(clippy::too_many_arguments)]
 pub fn restore(
-    model: &LoadedModel,
+    model: Option<&LoadedModel>,
     method: Method,
     task: Task,
     settings: &Settings,
@@ -112,22 +138,18 @@ pub fn restore(
     monitor: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Output> {
     let d = Defaults::for_task(method, task);
+    if !method.is_diffusion() {
+        return classical_restore(method, settings, &d, op, y, sigma_y, monitor);
+    }
+    let model = model.ok_or_else(|| Error::Config(format!("{} needs a diffusion model", method.name())))?;
     let steps = settings.steps.unwrap_or(d.steps);
     if steps == 0 || steps > model.diffusion.steps {
-        return Err(Error::Config(format!(
-            "--steps must be in 1..={}, got {steps}",
-            model.diffusion.steps
-        )));
+        return Err(Error::Config(format!("--steps must be in 1..={}, got {steps}", model.diffusion.steps)));
     }
     let spacing = (steps != model.diffusion.steps).then(|| steps.to_string());
     let sched = Schedule::new(&model.diffusion, spacing.as_deref())?;
     let chain = sched.chain();
-    let shape = [
-        y.n(),
-        model.config.in_channels,
-        model.config.image_size,
-        model.config.image_size,
-    ];
+    let shape = [y.n(), model.config.in_channels, model.config.image_size, model.config.image_size];
     let n = shape[0];
     let mut b = CpuBackend::new(&model.unet, model.diffusion.variance);
     let mut rngs = streams_for(seed, streams::STEPS, first, n);
@@ -136,9 +158,7 @@ pub fn restore(
     let mut x = Tensor::zeros(shape);
     let (stats, params): (Stats, Vec<(&'static str, f64)>) = match method {
         Method::Dps => {
-            let zeta = settings
-                .zeta
-                .unwrap_or_else(|| dps_zeta_for_steps(d.zeta, steps, model.diffusion.steps));
+            let zeta = settings.zeta.unwrap_or_else(|| dps_zeta_for_steps(d.zeta, steps, model.diffusion.steps));
             b.randn(&mut init, &mut x)?;
             let s = sampler::dps(&mut b, &chain, op, y, &DpsConfig { zeta }, &mut x, &mut rngs, &mut mon)
                 .map_err(sample_err)?;
@@ -154,10 +174,7 @@ pub fn restore(
         Method::Sdedit => {
             let t0 = settings.t0.unwrap_or(d.t0);
             if t0 >= model.diffusion.steps {
-                return Err(Error::Config(format!(
-                    "--t0 must be below {}, got {t0}",
-                    model.diffusion.steps
-                )));
+                return Err(Error::Config(format!("--t0 must be below {}, got {t0}", model.diffusion.steps)));
             }
             let lambda = settings.lambda.unwrap_or(d.lambda);
             x = op.init_estimate(y)?;
@@ -174,17 +191,52 @@ pub fn restore(
             };
             b.randn(&mut init, &mut x)?;
             let s = sampler::diffpir(&mut b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon).map_err(sample_err)?;
-            (
-                s,
-                vec![("steps", steps as f64), ("lambda", cfg.lambda), ("zeta", cfg.zeta)],
-            )
+            (s, vec![("steps", steps as f64), ("lambda", cfg.lambda), ("zeta", cfg.zeta)])
         }
+        _ => unreachable!("classical methods returned above"),
     };
     b.clamp(&mut x, -1.0, 1.0)?;
-    Ok(Output {
-        x,
-        nfe: stats.nfe,
-        vjps: stats.vjps,
-        params,
-    })
+    Ok(Output { x, nfe: stats.nfe, vjps: stats.vjps, params })
+}
+
+/// The classical baselines: no network, the iteration count in `settings.steps`.
+#[allow(clippy::too_many_arguments)]
+fn classical_restore(
+    method: Method,
+    settings: &Settings,
+    d: &Defaults,
+    op: &Op,
+    y: &Tensor,
+    sigma_y: f64,
+    monitor: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Output> {
+    use crate::classical::{self, Denoiser, PnpConfig, TvConfig};
+    let iters = settings.steps.unwrap_or(d.steps);
+    let lambda = settings.lambda.unwrap_or(d.lambda);
+    if iters == 0 || !lambda.is_finite() || lambda < 0.0 {
+        return Err(Error::Config(format!("{}: --steps must be positive and --lambda non-negative", method.name())));
+    }
+    let tv = TvConfig { lambda, iters, tol: 1e-4 };
+    let mut params = vec![("iterations", iters as f64), ("lambda", lambda)];
+    let out = match method {
+        Method::AdamTv => classical::adam_tv(op, y, &tv, d.lr, 1e-3, monitor)?,
+        Method::HqsTv => classical::hqs_tv(op, y, &tv, d.mu, 1.3, monitor)?,
+        Method::AdmmTv => classical::admm_tv(op, y, &tv, d.mu, monitor)?,
+        Method::HqsDncnn => {
+            let name = settings.denoiser.as_deref().unwrap_or("ffdnet_color");
+            let den = if std::path::Path::new(name).exists() {
+                Denoiser::from_file(std::path::Path::new(name))?
+            } else {
+                Denoiser::load(name)?
+            };
+            let cfg = PnpConfig { lambda, iters, sigma_start: 49.0 / 255.0 };
+            params.push(("sigma_start", cfg.sigma_start));
+            classical::hqs_denoiser(op, y, &den, &cfg, sigma_y, monitor)?
+        }
+        _ => unreachable!("diffusion methods are handled by restore"),
+    };
+    params[0].1 = out.iters as f64;
+    let mut x = out.x;
+    x.data_mut().iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+    Ok(Output { x, nfe: 0, vjps: 0, params })
 }

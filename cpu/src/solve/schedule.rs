@@ -22,11 +22,7 @@ impl Schedule {
         let mut abar = vec![0.0; t];
         alphas_cumprod(&betas, &mut abar);
         let Some(spec) = spacing else {
-            return Ok(Schedule {
-                steps: (0..t).collect(),
-                betas,
-                abar,
-            });
+            return Ok(Schedule { steps: (0..t).collect(), betas, abar });
         };
         let bad = |e: diffinv_core::ScheduleError| Error::Config(format!("--steps {spec}: {e}"));
         let sp = Spacing::parse(spec).map_err(bad)?;
@@ -34,11 +30,7 @@ impl Schedule {
         sp.fill(t, &mut steps).map_err(bad)?;
         let (mut b, mut a) = (vec![0.0; steps.len()], vec![0.0; steps.len()]);
         respaced(&abar, &steps, &mut b, &mut a).map_err(bad)?;
-        Ok(Schedule {
-            steps,
-            betas: b,
-            abar: a,
-        })
+        Ok(Schedule { steps, betas: b, abar: a })
     }
 
     /// The chain over these buffers.

@@ -26,15 +26,11 @@ impl UNet {
         let n = tape.n;
         let e = &mut tape.entries;
         // out = conv(silu(GN(h)))
-        let Some(Entry::Out { x }) = e.pop() else {
-            unreachable!("tape ends with Out")
-        };
+        let Some(Entry::Out { x }) = e.pop() else { unreachable!("tape ends with Out") };
         let (c, h, w) = (x.c, x.h, x.w);
         let mut t = ws.take(n * c * h * w);
         self.out_conv.backward_input(cotangent.data(), n, h, w, &mut t, false);
-        let mut g = Grad {
-            d: ws.take(n * c * h * w),
-        };
+        let mut g = Grad { d: ws.take(n * c * h * w) };
         self.out_norm.backward(&x.d, n, h * w, None, true, &t, &mut g.d, false);
         ws.give(t);
         ws.give_act(x);
@@ -42,16 +38,10 @@ impl UNet {
         for (j, blk) in self.output_blocks.iter().enumerate().rev() {
             for (k, l) in blk.iter().enumerate().rev() {
                 if k == 0 {
-                    let Some(Entry::Res { dims, h2, emb_out, .. }) = e.pop() else {
-                        unreachable!("decoder ResBlock")
-                    };
-                    let Some(Entry::Cat { h: hh, skip }) = e.pop() else {
-                        unreachable!("Cat entry")
-                    };
+                    let Some(Entry::Res { dims, h2, emb_out, .. }) = e.pop() else { unreachable!("decoder ResBlock") };
+                    let Some(Entry::Cat { h: hh, skip }) = e.pop() else { unreachable!("Cat entry") };
                     let cat = std::rc::Rc::new(concat(&hh, &skip, n, ws));
-                    let Layer::Res(rb) = l else {
-                        unreachable!("decoder blocks start with a ResBlock")
-                    };
+                    let Layer::Res(rb) = l else { unreachable!("decoder blocks start with a ResBlock") };
                     let gc = res_backward(rb, &cat, dims, &h2, &emb_out, n, &g, ws);
                     ws.give(h2);
                     ws.give_act(cat);
@@ -101,15 +91,7 @@ impl UNet {
                 conv.backward_input(&g.d, n, h, w, &mut gx, false);
                 Grad { d: gx }
             }
-            (
-                Layer::Res(rb),
-                Entry::Res {
-                    x: Some(x),
-                    dims,
-                    h2,
-                    emb_out,
-                },
-            ) => {
+            (Layer::Res(rb), Entry::Res { x: Some(x), dims, h2, emb_out }) => {
                 let gx = res_backward(rb, &x, dims, &h2, &emb_out, n, &g, ws);
                 ws.give(h2);
                 ws.give_act(x);
@@ -172,19 +154,7 @@ fn res_backward(
     let mut g2 = ws.take(n * co * ohw);
     if rb.scale_shift {
         let (scale, shift) = scale_shift(eo, n, co);
-        rb.out_norm.backward(
-            h2,
-            n,
-            ohw,
-            Some(NormMod {
-                scale: &scale,
-                shift: &shift,
-            }),
-            true,
-            &g3,
-            &mut g2,
-            false,
-        );
+        rb.out_norm.backward(h2, n, ohw, Some(NormMod { scale: &scale, shift: &shift }), true, &g3, &mut g2, false);
     } else {
         rb.out_norm.backward(h2, n, ohw, None, true, &g3, &mut g2, false);
     }

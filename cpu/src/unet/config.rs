@@ -106,9 +106,7 @@ impl UNetConfig {
     /// (`num_channels`, `learn_sigma`) JSON. Unset keys take the DPS FFHQ-256 values.
     pub fn from_json(text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text).map_err(|e| Error::Config(format!("bad config JSON: {e}")))?;
-        let o = v
-            .as_object()
-            .ok_or_else(|| Error::Config("config JSON must be an object".into()))?;
+        let o = v.as_object().ok_or_else(|| Error::Config("config JSON must be an object".into()))?;
         let get_usize = |k: &str| -> Result<Option<usize>> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -126,9 +124,7 @@ impl UNetConfig {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(d),
                 Some(Value::Bool(b)) => Ok(*b),
-                Some(x) => Err(Error::Config(format!(
-                    "config key '{k}' must be true or false, got {x}"
-                ))),
+                Some(x) => Err(Error::Config(format!("config key '{k}' must be true or false, got {x}"))),
             }
         };
         let get_list = |k: &str| -> Result<Option<Vec<usize>>> {
@@ -165,9 +161,7 @@ impl UNetConfig {
         }
         let image_size = get_usize("image_size")?.unwrap_or(256);
         let in_channels = get_usize("in_channels")?.unwrap_or(3);
-        let model_channels = get_usize("model_channels")?
-            .or(get_usize("num_channels")?)
-            .unwrap_or(128);
+        let model_channels = get_usize("model_channels")?.or(get_usize("num_channels")?).unwrap_or(128);
         let out_channels = match get_usize("out_channels")? {
             Some(c) => c,
             None => in_channels * if get_bool("learn_sigma", false)? { 2 } else { 1 },
@@ -216,10 +210,7 @@ impl UNetConfig {
             return bad("image_size, in_channels, model_channels and out_channels must be positive".into());
         }
         if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
-            return bad(format!(
-                "channel_mult {:?} must be non-empty and positive",
-                self.channel_mult
-            ));
+            return bad(format!("channel_mult {:?} must be non-empty and positive", self.channel_mult));
         }
         if !self.image_size.is_multiple_of(1 << (self.channel_mult.len() - 1)) {
             return bad(format!(
@@ -230,18 +221,12 @@ impl UNetConfig {
         }
         for &m in &self.channel_mult {
             if !(m * self.model_channels).is_multiple_of(32) {
-                return bad(format!(
-                    "channels {} are not divisible by GroupNorm's 32 groups",
-                    m * self.model_channels
-                ));
+                return bad(format!("channels {} are not divisible by GroupNorm's 32 groups", m * self.model_channels));
             }
         }
         for &r in &self.attention_resolutions {
             if r == 0 || !self.image_size.is_multiple_of(r) {
-                return bad(format!(
-                    "attention resolution {r} does not divide image_size {}",
-                    self.image_size
-                ));
+                return bad(format!("attention resolution {r} does not divide image_size {}", self.image_size));
             }
         }
         if self.num_heads == 0 || self.num_head_channels == Some(0) {
@@ -255,18 +240,12 @@ impl UNetConfig {
         let h = match self.num_head_channels {
             Some(hc) => {
                 if !ch.is_multiple_of(hc) {
-                    return Err(Error::Config(format!(
-                        "{ch} channels are not divisible by num_head_channels {hc}"
-                    )));
+                    return Err(Error::Config(format!("{ch} channels are not divisible by num_head_channels {hc}")));
                 }
                 ch / hc
             }
             None => {
-                let h = if upsample {
-                    self.num_heads_upsample
-                } else {
-                    self.num_heads
-                };
+                let h = if upsample { self.num_heads_upsample } else { self.num_heads };
                 if !ch.is_multiple_of(h) {
                     return Err(Error::Config(format!("{ch} channels are not divisible by {h} heads")));
                 }
@@ -313,10 +292,6 @@ fn default_channel_mult(image_size: usize) -> Result<Vec<usize>> {
         128 => vec![1, 1, 2, 3, 4],
         64 => vec![1, 2, 3, 4],
         32 => vec![1, 2, 2, 2],
-        s => {
-            return Err(Error::Config(format!(
-                "no default channel_mult for image_size {s}; give channel_mult"
-            )))
-        }
+        s => return Err(Error::Config(format!("no default channel_mult for image_size {s}; give channel_mult"))),
     })
 }

@@ -159,9 +159,7 @@ pub type Trace<'a> = &'a mut dyn FnMut(&str, &Tensor);
 pub fn timestep_embedding(t: &[f32], dim: usize) -> Vec<f32> {
     let half = dim / 2;
     let c = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32)
-        .collect();
+    let freqs: Vec<f32> = (0..half).map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32).collect();
     let mut out = vec![0.0f32; t.len() * dim];
     for (row, &tv) in out.chunks_mut(dim).zip(t) {
         for (i, &f) in freqs.iter().enumerate() {
@@ -222,12 +220,7 @@ impl UNet {
 
     /// [`UNet::forward`], keeping the activations [`UNet::vjp`] needs.
     pub fn forward_with_tape(&self, x: &Tensor, t: &[f32], ws: &mut Workspace) -> Result<(Tensor, Tape)> {
-        let mut tape = Tape {
-            n: x.n(),
-            out_shape: [0; 4],
-            in_shape: x.shape(),
-            entries: Vec::new(),
-        };
+        let mut tape = Tape { n: x.n(), out_shape: [0; 4], in_shape: x.shape(), entries: Vec::new() };
         let out = self.run(x, t, ws, Some(&mut tape), None)?;
         tape.out_shape = out.shape();
         Ok((out, tape))
@@ -246,12 +239,7 @@ impl UNet {
         let emb = self.embed(t);
         let mut d = ws.take(x.data().len());
         d.copy_from_slice(x.data());
-        let mut h: A = Rc::new(Act {
-            d,
-            c: x.c(),
-            h: x.h(),
-            w: x.w(),
-        });
+        let mut h: A = Rc::new(Act { d, c: x.c(), h: x.h(), w: x.w() });
         let mut hs: Vec<A> = Vec::new();
         let emit = |name: &str, a: &Act, trace: &mut Option<Trace<'_>>| {
             if let Some(tr) = trace.as_mut() {
@@ -274,10 +262,7 @@ impl UNet {
             let skip = hs.pop().expect("one skip per output block");
             let cat = concat(&h, &skip, n, ws);
             if let Some(tp) = tape.as_deref_mut() {
-                tp.entries.push(Entry::Cat {
-                    h: h.clone(),
-                    skip: skip.clone(),
-                });
+                tp.entries.push(Entry::Cat { h: h.clone(), skip: skip.clone() });
             }
             ws.give_act(h);
             ws.give_act(skip);
@@ -328,43 +313,19 @@ impl UNet {
                 let (oh, ow) = c.out_hw(x.h, x.w);
                 let mut o = ws.take(n * c.cout * oh * ow);
                 c.forward(&x.d, n, x.h, x.w, &mut o, None, false);
-                (
-                    Act {
-                        d: o,
-                        c: c.cout,
-                        h: oh,
-                        w: ow,
-                    },
-                    Entry::Conv { dims },
-                )
+                (Act { d: o, c: c.cout, h: oh, w: ow }, Entry::Conv { dims })
             }
             Layer::Res(rb) => {
                 let (o, h2, eo) = res_forward(rb, &x, emb, n, ws);
                 let xs = if keep_input { Some(x.clone()) } else { None };
-                (
-                    o,
-                    Entry::Res {
-                        x: xs,
-                        dims,
-                        h2,
-                        emb_out: eo,
-                    },
-                )
+                (o, Entry::Res { x: xs, dims, h2, emb_out: eo })
             }
             Layer::Attn(ab) => {
                 let l = x.h * x.w;
                 let mut o = ws.take(n * x.c * l);
                 let mut qkv = ws.take(n * 3 * x.c * l);
                 ab.forward(&x.d, n, l, &mut o, &mut qkv, &mut ws.scratch);
-                (
-                    Act {
-                        d: o,
-                        c: x.c,
-                        h: x.h,
-                        w: x.w,
-                    },
-                    Entry::Attn { x: x.clone(), qkv },
-                )
+                (Act { d: o, c: x.c, h: x.h, w: x.w }, Entry::Attn { x: x.clone(), qkv })
             }
             Layer::Down(conv) => {
                 let (oh, ow) = (x.h / 2, x.w / 2);
@@ -373,15 +334,7 @@ impl UNet {
                     Some(c) => c.forward(&x.d, n, x.h, x.w, &mut o, None, false),
                     None => avgpool2(&x.d, n * x.c, x.h, x.w, &mut o),
                 }
-                (
-                    Act {
-                        d: o,
-                        c: x.c,
-                        h: oh,
-                        w: ow,
-                    },
-                    Entry::Down { dims },
-                )
+                (Act { d: o, c: x.c, h: oh, w: ow }, Entry::Down { dims })
             }
             Layer::Up(conv) => {
                 let (oh, ow) = (2 * x.h, 2 * x.w);
@@ -392,15 +345,7 @@ impl UNet {
                     c.forward(&o, n, oh, ow, &mut o2, None, false);
                     ws.give(std::mem::replace(&mut o, o2));
                 }
-                (
-                    Act {
-                        d: o,
-                        c: x.c,
-                        h: oh,
-                        w: ow,
-                    },
-                    Entry::Up { dims },
-                )
+                (Act { d: o, c: x.c, h: oh, w: ow }, Entry::Up { dims })
             }
         };
         match tape {
@@ -428,12 +373,7 @@ pub(crate) fn concat(h: &Act, skip: &Act, n: usize, ws: &mut Workspace) -> Act {
         o[..lh].copy_from_slice(&h.d[i * lh..(i + 1) * lh]);
         o[lh..].copy_from_slice(&skip.d[i * ls..(i + 1) * ls]);
     }
-    Act {
-        d,
-        c: h.c + skip.c,
-        h: h.h,
-        w: h.w,
-    }
+    Act { d, c: h.c + skip.c, h: h.h, w: h.w }
 }
 
 /// Resamples `n*c` planes of `h x w` for an up/down ResBlock.
@@ -490,17 +430,7 @@ fn res_forward(rb: &ResBlock, x: &Act, emb: &[f32], n: usize, ws: &mut Workspace
     let mut h3 = ws.take(n * co * ohw);
     if rb.scale_shift {
         let (scale, shift) = scale_shift(&eo, n, co);
-        rb.out_norm.forward(
-            &h2,
-            n,
-            ohw,
-            Some(NormMod {
-                scale: &scale,
-                shift: &shift,
-            }),
-            true,
-            &mut h3,
-        );
+        rb.out_norm.forward(&h2, n, ohw, Some(NormMod { scale: &scale, shift: &shift }), true, &mut h3);
     } else {
         for (p, &e) in h2.chunks_mut(ohw).zip(&eo) {
             p.iter_mut().for_each(|v| *v += e);
@@ -520,14 +450,5 @@ fn res_forward(rb: &ResBlock, x: &Act, emb: &[f32], n: usize, ws: &mut Workspace
     if let Some(xr) = xs {
         ws.give(xr);
     }
-    (
-        Act {
-            d: out,
-            c: co,
-            h: oh,
-            w: ow,
-        },
-        h2,
-        eo,
-    )
+    (Act { d: out, c: co, h: oh, w: ow }, h2, eo)
 }

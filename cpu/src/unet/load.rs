@@ -97,22 +97,11 @@ pub fn load_model(source: &ModelSource, config: Option<&str>) -> Result<LoadedMo
         *counts.entry(t.dtype.name().to_string()).or_insert(0usize) += 1;
     }
     let unet = UNet::new(&cfg, &mut CheckpointWeights::new(&ckpt))?;
-    Ok(LoadedModel {
-        unet,
-        config: cfg,
-        diffusion,
-        path,
-        format: ckpt.format(),
-        dtypes: counts.into_iter().collect(),
-    })
+    Ok(LoadedModel { unet, config: cfg, diffusion, path, format: ckpt.format(), dtypes: counts.into_iter().collect() })
 }
 
 fn diffusion_settings(ckpt: &Checkpoint, cfg: &UNetConfig) -> Result<DiffusionSettings> {
-    let mut d = DiffusionSettings {
-        steps: 1000,
-        schedule: BetaSchedule::LINEAR,
-        variance: cfg.variance(),
-    };
+    let mut d = DiffusionSettings { steps: 1000, schedule: BetaSchedule::LINEAR, variance: cfg.variance() };
     let Some(j) = ckpt.metadata().get("diffusion") else {
         return Ok(d);
     };

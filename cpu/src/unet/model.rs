@@ -102,11 +102,7 @@ impl Builder<'_> {
             emb: self.linear(&format!("{p}.emb_layers.1"), emb_dim, if ss { 2 * cout } else { cout })?,
             out_norm: self.norm(&format!("{p}.out_layers.0"), cout)?,
             out_conv: self.conv(&format!("{p}.out_layers.3"), cout, cout, 3, 1)?,
-            skip: if cin == cout {
-                None
-            } else {
-                Some(self.conv(&format!("{p}.skip_connection"), cin, cout, 1, 1)?)
-            },
+            skip: if cin == cout { None } else { Some(self.conv(&format!("{p}.skip_connection"), cin, cout, 1, 1)?) },
         })
     }
 
@@ -132,31 +128,17 @@ impl UNet {
         let time0 = b.linear("time_embed.0", mc, 4 * mc)?;
         let time2 = b.linear("time_embed.2", 4 * mc, 4 * mc)?;
         let mut ch = cfg.channel_mult[0] * mc;
-        let mut input_blocks = vec![vec![Layer::Conv(b.conv(
-            "input_blocks.0.0",
-            cfg.in_channels,
-            ch,
-            3,
-            1,
-        )?)]];
+        let mut input_blocks = vec![vec![Layer::Conv(b.conv("input_blocks.0.0", cfg.in_channels, ch, 3, 1)?)]];
         let mut chans = vec![ch];
         let mut ds = 1;
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
                 let i = input_blocks.len();
-                let mut layers = vec![Layer::Res(Box::new(b.res(
-                    &format!("input_blocks.{i}.0"),
-                    ch,
-                    mult * mc,
-                    Resample::None,
-                )?))];
+                let mut layers =
+                    vec![Layer::Res(Box::new(b.res(&format!("input_blocks.{i}.0"), ch, mult * mc, Resample::None)?))];
                 ch = mult * mc;
                 if attn_ds.contains(&ds) {
-                    layers.push(Layer::Attn(Box::new(b.attn(
-                        &format!("input_blocks.{i}.1"),
-                        ch,
-                        false,
-                    )?)));
+                    layers.push(Layer::Attn(Box::new(b.attn(&format!("input_blocks.{i}.1"), ch, false)?)));
                 }
                 input_blocks.push(layers);
                 chans.push(ch);
@@ -215,17 +197,7 @@ impl UNet {
         let out_conv = b.conv("out.2", ch, cfg.out_channels, 3, 1)?;
         let params = b.params;
         b.w.finish()?;
-        Ok(UNet {
-            cfg: cfg.clone(),
-            time0,
-            time2,
-            input_blocks,
-            middle,
-            output_blocks,
-            out_norm,
-            out_conv,
-            params,
-        })
+        Ok(UNet { cfg: cfg.clone(), time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv, params })
     }
 
     /// The configuration.
@@ -277,12 +249,7 @@ impl UNet {
             }
         };
         f += 2.0 * ((self.time0.fin * self.time0.fout) + (self.time2.fin * self.time2.fout)) as f64;
-        for blk in self
-            .input_blocks
-            .iter()
-            .chain(std::iter::once(&self.middle))
-            .chain(&self.output_blocks)
-        {
+        for blk in self.input_blocks.iter().chain(std::iter::once(&self.middle)).chain(&self.output_blocks) {
             for l in blk {
                 visit(l, &mut s, &mut f);
             }

@@ -30,11 +30,7 @@ impl<'a> CheckpointWeights<'a> {
             .find(|p| !names.is_empty() && names.iter().all(|n| n.starts_with(*p)))
             .map(|p| p.to_string())
             .unwrap_or_default();
-        CheckpointWeights {
-            ckpt,
-            prefix,
-            used: BTreeSet::new(),
-        }
+        CheckpointWeights { ckpt, prefix, used: BTreeSet::new() }
     }
 }
 
@@ -86,9 +82,7 @@ pub struct RandomWeights {
 impl RandomWeights {
     /// Random weights from `seed`.
     pub fn new(seed: u64) -> Self {
-        RandomWeights {
-            rng: NoiseStream::new(seed, diffinv_core::rng::streams::WEIGHTS),
-        }
+        RandomWeights { rng: NoiseStream::new(seed, diffinv_core::rng::streams::WEIGHTS) }
     }
 }
 
