@@ -125,6 +125,10 @@ impl Progress {
     pub fn set(&self, done: u64) {
         self.pb.set_position(done);
     }
+    /// Sets the message.
+    pub fn set_message(&self, m: &str) {
+        self.pb.set_message(m.to_string());
+    }
     /// Sets the total.
     pub fn set_length(&self, total: u64) {
         self.pb.set_length(total);

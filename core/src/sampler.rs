@@ -280,6 +280,10 @@ pub struct AldConfig {
     pub lambda: f64,
     /// The measurement noise `sigma_y`.
     pub sigma_y: f64,
+    /// The largest multiplier of `A^T (A x - y)` per step (`2 lambda/(2 (sigma_y^2 + gamma^2))`
+    /// is capped here); 1 is a full projection step for masks and normalised blurs, beyond which
+    /// the iterate overshoots `y`. `f64::INFINITY` leaves the rule uncapped.
+    pub max_step: f64,
 }
 
 /// Score-ALD: the unconditional DDPM step, then
@@ -308,8 +312,8 @@ pub fn ald<B: Backend, A: Operator<B>>(
         op.forward(b, x, &mut ax)?;
         b.axpy(-1.0, y, &mut ax)?;
         op.adjoint(b, &ax, &mut g)?;
-        let w = ald_weight(cfg.lambda, cfg.sigma_y, c.sqrt_one_minus_abar());
-        b.axpy(-2.0 * w, &g, &mut s.next)?;
+        let w = (2.0 * ald_weight(cfg.lambda, cfg.sigma_y, c.sqrt_one_minus_abar())).min(cfg.max_step);
+        b.axpy(-w, &g, &mut s.next)?;
         core::mem::swap(x, &mut s.next);
         guard(b, x, "ald", c.t)?;
         tick(monitor, n - k, n)?;

@@ -32,7 +32,7 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
             MAX_BYTES >> 20
         )),
         image::ImageError::Unsupported(u) => Error::Image(format!("{shown}: unsupported image: {u}")),
-        e => Error::Image(format!("{shown}: cannot decode image: {e}")),
+        e => Error::Image(format!("{shown}: not a readable image ({e})")),
     })
 }
 

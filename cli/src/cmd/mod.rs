@@ -3,6 +3,7 @@
 mod bench;
 mod degrade;
 mod denoise;
+mod eval;
 mod generate;
 mod metrics;
 mod model;
@@ -19,6 +20,7 @@ pub const EXAMPLES: &str = "Examples:
   diffinv generate -n 16 --steps 100 -o samples.png
   diffinv denoise --t 250 --mode reverse face.png -o denoised.png
   diffinv metrics clean.png restored.png
+  diffinv eval --data faces/ --tasks inpaint-box,deblur-gauss --methods dps,diffpir,hqs-tv -n 20 -o report/
   diffinv model info ffhq_10m.pt --config ffhq256
   diffinv bench unet --config ffhq256 --backward --threads 2";
 
@@ -34,6 +36,8 @@ pub enum Command {
     Denoise(denoise::DenoiseArgs),
     /// PSNR, SSIM and LPIPS (alex, vgg) of an image against a reference.
     Metrics(metrics::MetricsArgs),
+    /// Run a grid of tasks x methods over a folder; write report.md, results.csv/json, grids.
+    Eval(eval::EvalArgs),
     /// Inspect or run a UNet checkpoint.
     #[command(subcommand)]
     Model(model::ModelCmd),
@@ -49,6 +53,7 @@ pub fn run(c: Command, g: &Global) -> Result<()> {
         Command::Generate(a) => generate::run(a, g),
         Command::Denoise(a) => denoise::run(a, g),
         Command::Metrics(a) => metrics::run(a, g),
+        Command::Eval(a) => eval::run(a, g),
         Command::Model(m) => model::run(m, g),
         Command::Bench(b) => bench::run(b, g),
     }

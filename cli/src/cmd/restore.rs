@@ -139,7 +139,8 @@ impl Job<'_> {
         if let Some(p) = save_meas {
             save_image(p, &meas_img, 0)?;
         }
-        let settings = Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0, denoiser: a.denoiser.clone() };
+        let settings =
+            Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0, denoiser: a.denoiser.clone() };
         let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let pb = self.g.progress(0, &name);
         let t0 = Instant::now();

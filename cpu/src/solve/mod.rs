@@ -165,9 +165,10 @@ pub fn restore(
             (s, vec![("steps", steps as f64), ("zeta", zeta)])
         }
         Method::Ald => {
-            let lambda = settings.lambda.unwrap_or(d.lambda);
+            // Like DPS's zeta, the anneal factor grows with the steps a respaced step stands for.
+            let lambda = settings.lambda.unwrap_or(d.lambda * model.diffusion.steps as f64 / steps as f64);
             b.randn(&mut init, &mut x)?;
-            let cfg = AldConfig { lambda, sigma_y };
+            let cfg = AldConfig { lambda, sigma_y, max_step: 1.0 };
             let s = sampler::ald(&mut b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon).map_err(sample_err)?;
             (s, vec![("steps", steps as f64), ("lambda", lambda)])
         }

@@ -1,0 +1,316 @@
+//! `diffinv eval`: a grid of tasks x methods over a folder of clean images, resumable, with
+//! `report.md` (mean +- std tables), `results.csv`, `results.json` and one comparison grid PNG
+//! per task.
+
+use super::model::source;
+use super::restore::list_images;
+use crate::common::{interrupted, CliError, Global, Result};
+use crate::quality::Judge;
+use clap::Args;
+use diffinv_cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
+use diffinv_cpu::io::write_atomic;
+use diffinv_cpu::ops::{build, measure, Task, TaskParams};
+use diffinv_cpu::solve::{restore, Method, Settings};
+use diffinv_cpu::unet::load_model;
+use diffinv_cpu::Error;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  diffinv eval --data tests/data/celeba64 --tasks inpaint-box,deblur-gauss --methods dps,sdedit,hqs-tv -n 4 -o report/
+  # method variants: METHOD:STEPS or METHOD:key=value,... (keys: steps, zeta, lambda, t0)
+  diffinv eval --data faces/ --tasks deblur-gauss --methods dps:1000,dps:250,diffpir:20,diffpir:100 -o speed/
+Re-running the same command resumes: finished cells are read back, not recomputed.")]
+pub struct EvalArgs {
+    /// Folder of clean images (PNG/JPEG), used in sorted order.
+    #[arg(long)]
+    data: PathBuf,
+    /// Comma-separated tasks.
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Comma-separated methods, each `METHOD`, `METHOD:STEPS` or `METHOD:key=value;...`.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Use the first N images.
+    #[arg(short, default_value_t = 20)]
+    n: usize,
+    /// The report folder.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Measurement noise sigma_y in [-1, 1] units.
+    #[arg(long, default_value_t = 0.05)]
+    noise: f64,
+    /// Images per comparison grid.
+    #[arg(long, default_value_t = 6)]
+    grid_rows: usize,
+    /// The model checkpoint (default: the shipped 64x64 face model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+/// A method with its overrides, and the label its results are filed under.
+struct Spec {
+    method: Method,
+    settings: Settings,
+    label: String,
+}
+
+fn parse_spec(s: &str) -> Result<Spec> {
+    let (name, rest) = s.split_once(':').unwrap_or((s, ""));
+    let method = Method::parse(name).map_err(|e| CliError::usage(e.to_string()))?;
+    let mut settings = Settings::default();
+    for kv in rest.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or(("steps", kv));
+        let bad = || CliError::usage(format!("method '{s}': bad value '{v}' for {k}"));
+        match k {
+            "steps" => settings.steps = Some(v.parse().map_err(|_| bad())?),
+            "zeta" => settings.zeta = Some(v.parse().map_err(|_| bad())?),
+            "lambda" => settings.lambda = Some(v.parse().map_err(|_| bad())?),
+            "t0" => settings.t0 = Some(v.parse().map_err(|_| bad())?),
+            _ => return Err(CliError::usage(format!("method '{s}': unknown key '{k}' (steps, zeta, lambda, t0)"))),
+        }
+    }
+    let label = if rest.is_empty() { name.to_string() } else { format!("{name}_{}", rest.replace([';', '='], "_")) };
+    Ok(Spec { method, settings, label })
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    Ok(write_atomic(path, |w| w.write_all(serde_json::to_string_pretty(v).expect("json").as_bytes()))?)
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
+    let tasks: Vec<Task> = a
+        .tasks
+        .iter()
+        .map(|t| Task::parse(t))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let specs: Vec<Spec> = a.methods.iter().map(|m| parse_spec(m)).collect::<Result<_>>()?;
+    if tasks.is_empty() || specs.is_empty() {
+        return Err(CliError::usage("give at least one task and one method"));
+    }
+    let images: Vec<PathBuf> = list_images(&a.data)?.into_iter().take(a.n).collect();
+    if images.is_empty() {
+        return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.data.display())));
+    }
+    let model = if specs.iter().any(|s| s.method.is_diffusion()) {
+        Some(load_model(&source(&a.model), a.config.as_deref())?)
+    } else {
+        None
+    };
+    let size = model.as_ref().map(|m| m.config.image_size);
+    let judge = Judge::load()?;
+    let total = tasks.len() * specs.len() * images.len();
+    let pb = g.progress(total as u64, "eval");
+    let mut done = 0u64;
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    let mut computed = 0usize;
+    for &task in &tasks {
+        let tdir = a.output.join("cells").join(task.name());
+        for (i, img) in images.iter().enumerate() {
+            let name = stem(img);
+            let fit = size.map_or(Fit::Any, Fit::Resize);
+            let x = load_image(img, fit)?;
+            let op = build(task, &TaskParams::default(), x.shape(), g.seed, i as u64)?;
+            let y = measure(&op, &x, a.noise, g.seed, i as u64)?;
+            // The measurement row: the measurement seen as an image.
+            let mdir = tdir.join("measurement");
+            let mjson = mdir.join(format!("{name}.json"));
+            let mrec = match read_json(&mjson) {
+                Some(v) => v,
+                None => {
+                    let mi = op.measurement_image(&y)?;
+                    save_image(&mdir.join(format!("{name}.png")), &mi, 0)?;
+                    save_image(&tdir.join("truth").join(format!("{name}.png")), &x, 0)?;
+                    let mut m = serde_json::Map::new();
+                    judge.measure(&x, &mi, 0)?.json("", &mut m);
+                    m.insert("seconds".into(), 0.0.into());
+                    m.insert("nfe".into(), 0.into());
+                    let v = Value::Object(m);
+                    write_json(&mjson, &v)?;
+                    v
+                }
+            };
+            rows.push((task, "measurement".to_string(), name.clone(), mrec));
+            for spec in &specs {
+                let cdir = tdir.join(&spec.label);
+                let cjson = cdir.join(format!("{name}.json"));
+                let rec = match read_json(&cjson) {
+                    Some(v) => v,
+                    None => {
+                        if interrupted() {
+                            return Err(CliError {
+                                code: 130,
+                                message: "interrupted; finished cells are kept, re-run to resume".into(),
+                            });
+                        }
+                        let t0 = Instant::now();
+                        let base = done;
+                        let out = restore(
+                            model.as_ref(),
+                            spec.method,
+                            task,
+                            &spec.settings,
+                            &op,
+                            &y,
+                            a.noise,
+                            g.seed,
+                            i as u64,
+                            &mut |k, n| {
+                                pb.set(base);
+                                pb.set_message(&format!("{} {} {name} {k}/{n}", task.name(), spec.label));
+                                !interrupted()
+                            },
+                        )
+                        .map_err(|e| match e {
+                            Error::Cancelled => CliError {
+                                code: 130,
+                                message: "interrupted; finished cells are kept, re-run to resume".into(),
+                            },
+                            e => CliError::runtime(format!("{} {} on {}: {e}", task.name(), spec.label, img.display())),
+                        })?;
+                        let secs = t0.elapsed().as_secs_f64();
+                        save_image(&cdir.join(format!("{name}.png")), &out.x, 0)?;
+                        let mut m = serde_json::Map::new();
+                        judge.measure(&x, &out.x, 0)?.json("", &mut m);
+                        m.insert("seconds".into(), secs.into());
+                        m.insert("nfe".into(), out.nfe.into());
+                        m.insert("vjp".into(), out.vjps.into());
+                        for (k, v) in &out.params {
+                            m.insert((*k).into(), (*v).into());
+                        }
+                        let v = Value::Object(m);
+                        write_json(&cjson, &v)?;
+                        computed += 1;
+                        v
+                    }
+                };
+                rows.push((task, spec.label.clone(), name.clone(), rec));
+                done += 1;
+                pb.set(done);
+            }
+        }
+    }
+    pb.finish();
+    let labels: Vec<String> =
+        std::iter::once("measurement".to_string()).chain(specs.iter().map(|s| s.label.clone())).collect();
+    write_outputs(&a, g, &tasks, &labels, &images, &rows)?;
+    g.say(format!(
+        "{} cells ({} computed now, {} read back) in {:.1} s; report in {}",
+        total,
+        computed,
+        total - computed,
+        started.elapsed().as_secs_f64(),
+        a.output.join("report.md").display()
+    ));
+    Ok(())
+}
+
+type Row = (Task, String, String, Value);
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
+}
+
+fn write_outputs(
+    a: &EvalArgs,
+    g: &Global,
+    tasks: &[Task],
+    labels: &[String],
+    images: &[PathBuf],
+    rows: &[Row],
+) -> Result<()> {
+    let keys = ["psnr", "ssim", "lpips_alex", "lpips_vgg", "seconds", "nfe"];
+    let mut md = format!(
+        "# diffinv eval\n\n{} images from `{}`, noise sigma_y = {} ([-1, 1] units), seed {}. Mean +- std over images; LPIPS v0.1; seconds and network evaluations (NFE) per image.\n",
+        images.len(),
+        a.data.display(),
+        a.noise,
+        g.seed
+    );
+    let mut summary = Vec::new();
+    for &task in tasks {
+        md += &format!("\n## {}\n\n| method | PSNR (dB) | SSIM | LPIPS-alex | LPIPS-vgg | seconds | NFE |\n|---|---|---|---|---|---|---|\n", task.name());
+        for label in labels {
+            let recs: Vec<&Value> = rows.iter().filter(|r| r.0 == task && &r.1 == label).map(|r| &r.3).collect();
+            let mut cells = Vec::new();
+            let mut obj = serde_json::Map::new();
+            for k in keys {
+                let v: Vec<f64> = recs.iter().filter_map(|r| r[k].as_f64()).collect();
+                let (m, s) = mean_std(&v);
+                cells.push(match k {
+                    "psnr" => format!("{m:.2} +- {s:.2}"),
+                    "seconds" => format!("{m:.1}"),
+                    "nfe" => format!("{m:.0}"),
+                    _ => format!("{m:.4} +- {s:.4}"),
+                });
+                obj.insert(format!("{k}_mean"), m.into());
+                obj.insert(format!("{k}_std"), s.into());
+            }
+            md += &format!("| {label} | {} |\n", cells.join(" | "));
+            obj.insert("task".into(), task.name().into());
+            obj.insert("method".into(), label.clone().into());
+            obj.insert("images".into(), recs.len().into());
+            summary.push(Value::Object(obj));
+        }
+        grid(a, task, labels, images)?;
+        md += &format!("\n![{0}](grid_{0}.png)\n", task.name());
+    }
+    write_atomic(&a.output.join("report.md"), |w| w.write_all(md.as_bytes()))?;
+    let mut csv = String::from("task,method,image,psnr,ssim,lpips_alex,lpips_vgg,seconds,nfe\n");
+    for (task, label, name, r) in rows {
+        let f = |k: &str| r[k].as_f64().map_or(String::new(), |v| format!("{v}"));
+        csv += &format!(
+            "{},{label},{name},{},{},{},{},{},{}\n",
+            task.name(),
+            f("psnr"),
+            f("ssim"),
+            f("lpips_alex"),
+            f("lpips_vgg"),
+            f("seconds"),
+            f("nfe")
+        );
+    }
+    write_atomic(&a.output.join("results.csv"), |w| w.write_all(csv.as_bytes()))?;
+    let cells: Vec<Value> =
+        rows.iter().map(|(t, l, n, r)| json!({"task": t.name(), "method": l, "image": n, "result": r})).collect();
+    write_json(
+        &a.output.join("results.json"),
+        &json!({"summary": summary, "cells": cells, "noise": a.noise, "seed": g.seed, "images": images.len()}),
+    )?;
+    g.emit_json(&json!({"report": a.output.join("report.md").display().to_string(), "summary": summary}));
+    Ok(())
+}
+
+/// Ground truth, measurement and every method side by side for the first images.
+fn grid(a: &EvalArgs, task: Task, labels: &[String], images: &[PathBuf]) -> Result<()> {
+    let tdir = a.output.join("cells").join(task.name());
+    let cols: Vec<String> = std::iter::once("truth".to_string()).chain(labels.iter().cloned()).collect();
+    let mut tiles = Vec::new();
+    for img in images.iter().take(a.grid_rows) {
+        let name = stem(img);
+        for c in &cols {
+            let t = load_image(&tdir.join(c).join(format!("{name}.png")), Fit::Any)?;
+            tiles.push(to_rgb8(&t, 0));
+        }
+    }
+    let heads: Vec<String> = cols.iter().map(|c| c.replace('_', " ")).collect();
+    save_grid(&a.output.join(format!("grid_{}.png", task.name())), &tiles, cols.len(), &heads)?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The `diffinv` binary as users meet it: every documented error is one clear line with the right
+//! exit code (1 runtime, 2 usage) and no panic; folder runs continue past bad files and resume;
+//! outputs do not depend on --threads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_diffinv"))
+}
+
+fn data(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(p)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffinv-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+/// Asserts a clean failure: the exit code, one `diffinv: error:` line containing `needles`.
+fn fails(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code for: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "no panic: {err}");
+    if code == 1 {
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].starts_with("diffinv: error: "), "{err}");
+    }
+    for n in needles {
+        assert!(err.contains(n), "'{n}' in: {err}");
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let d = tmp("errors");
+    let face = data("celeba64/009501.png");
+    let out = d.join("out.png");
+    // Missing input.
+    fails(
+        &run(&["restore", "--task", "inpaint-box", "--method", "hqs-tv", "/no/such/face.png", "-o", s(&out)]),
+        1,
+        &["/no/such/face.png"],
+    );
+    // Not an image.
+    let txt = d.join("notes.png");
+    std::fs::write(&txt, "hello").unwrap();
+    fails(
+        &run(&["restore", "--task", "deblur-gauss", "--from-clean", s(&txt), "-o", s(&out)]),
+        1,
+        &["notes.png", "not a readable image"],
+    );
+    let txt2 = d.join("notes.txt");
+    std::fs::write(&txt2, "hello").unwrap();
+    fails(
+        &run(&["restore", "--task", "deblur-gauss", "--from-clean", s(&txt2), "-o", s(&out)]),
+        1,
+        &["notes.txt", "not an image"],
+    );
+    // Wrong size, with the hint.
+    let big = data("images/ffhq256/00000.png");
+    fails(
+        &run(&["restore", "--task", "deblur-gauss", "--from-clean", s(&big), "-o", s(&out)]),
+        1,
+        &["256x256", "64x64", "--resize"],
+    );
+    // Corrupt and truncated checkpoints.
+    let junk = d.join("junk.safetensors");
+    std::fs::write(&junk, [7u8; 100]).unwrap();
+    fails(&run(&["model", "info", s(&junk)]), 1, &["junk.safetensors", "not a checkpoint"]);
+    let good = std::fs::read(data("pt/tiny.safetensors")).unwrap();
+    let cut = d.join("cut.safetensors");
+    std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
+    fails(&run(&["model", "info", s(&cut)]), 1, &["cut.safetensors", "outside"]);
+    let cutpt = d.join("cut.pt");
+    let pt = std::fs::read(data("pt/tiny.pt")).unwrap();
+    std::fs::write(&cutpt, &pt[..pt.len() / 2]).unwrap();
+    fails(&run(&["model", "info", s(&cutpt), "--config", "celeba64"]), 1, &["cut.pt"]);
+    // A PyTorch file without --config.
+    fails(&run(&["model", "info", s(&data("pt/tiny.pt"))]), 1, &["--config"]);
+    // Unknown task or method, incompatible options: usage errors.
+    fails(&run(&["restore", "--task", "colorize", s(&face), "-o", s(&out)]), 2, &["colorize", "inpaint-box"]);
+    fails(&run(&["restore", "--task", "sr4", "--method", "magic", s(&face), "-o", s(&out)]), 2, &["magic"]);
+    fails(&run(&["restore", "--task", "deblur-gauss", "--box", "1,2,3", s(&face), "-o", s(&out)]), 2, &["--box"]);
+    fails(
+        &run(&["restore", "--task", "sr4", "--save-measurement", "m.png", s(&face), "-o", s(&out)]),
+        2,
+        &["--from-clean"],
+    );
+    fails(&run(&["restore", "--task", "sr4", "--steps", "-3", s(&face), "-o", s(&out)]), 2, &[]);
+    // A mask of the wrong size.
+    let mask = d.join("mask.png");
+    let small = image_bytes(32);
+    std::fs::write(&mask, small).unwrap();
+    fails(
+        &run(&[
+            "restore",
+            "--task",
+            "inpaint-box",
+            "--method",
+            "hqs-tv",
+            "--mask",
+            s(&mask),
+            "--from-clean",
+            s(&face),
+            "-o",
+            s(&out),
+        ]),
+        1,
+        &["mask", "64x64"],
+    );
+    // A measurement of the wrong size for the task on the 64 px model (classical methods take
+    // any size: a 64x64 SR measurement is then a 64 -> 256 problem).
+    fails(&run(&["restore", "--task", "sr4", "--method", "dps", s(&face), "-o", s(&out)]), 1, &["16x16"]);
+    assert!(!out.exists(), "no output after a failure");
+}
+
+/// A 32x32 white PNG.
+fn image_bytes(side: u32) -> Vec<u8> {
+    let d = tmp(&format!("img{side}"));
+    let p = d.join("w.png");
+    let img = image::RgbImage::from_pixel(side, side, image::Rgb([255, 255, 255]));
+    img.save(&p).unwrap();
+    std::fs::read(&p).unwrap()
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for cmd in ["restore", "degrade", "generate", "denoise", "metrics", "eval"] {
+        let out = run(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Example"), "{cmd} --help shows examples");
+    }
+    for sub in [["model", "info"], ["model", "run"], ["bench", "unet"]] {
+        let out = run(&[sub[0], sub[1], "--help"]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Example"));
+    }
+}
+
+#[test]
+fn folders_continue_past_bad_files_and_resume() {
+    let d = tmp("folder");
+    let input = d.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in ["009501.png", "009502.png"] {
+        std::fs::copy(data(&format!("celeba64/{f}")), input.join(f)).unwrap();
+    }
+    std::fs::write(input.join("broken.png"), b"not a png").unwrap();
+    let out = d.join("out");
+    let args =
+        ["--json", "restore", "--task", "deblur-gauss", "--method", "hqs-tv", "--from-clean", s(&input), "-o", s(&out)];
+    let r = run(&args);
+    assert_eq!(r.status.code(), Some(1), "a failed image makes the run fail");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["ok"], 2);
+    assert_eq!(v["errors"], 1);
+    assert!(v["failed"][0]["error"].as_str().unwrap().contains("broken.png"));
+    assert!(v["images"][0]["psnr"].as_f64().unwrap() > v["images"][0]["measurement_psnr"].as_f64().unwrap());
+    assert!(out.join("009501.png").exists() && out.join("009502.png").exists());
+    // Re-running skips finished outputs.
+    let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
+    assert_eq!(v["skipped"], 2);
+    assert_eq!(v["ok"], 0);
+}
+
+#[test]
+fn output_does_not_depend_on_threads() {
+    let d = tmp("threads");
+    let face = data("celeba64/009503.png");
+    let mut outs = Vec::new();
+    for t in ["1", "2"] {
+        let o = d.join(format!("t{t}.png"));
+        let r = run(&[
+            "--threads",
+            t,
+            "--seed",
+            "5",
+            "restore",
+            "--task",
+            "inpaint-box",
+            "--method",
+            "dps",
+            "--steps",
+            "4",
+            "--from-clean",
+            s(&face),
+            "-o",
+            s(&o),
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        outs.push(std::fs::read(&o).unwrap());
+    }
+    assert_eq!(outs[0], outs[1], "identical output bytes with --threads 1 and 2");
+}
+
+#[test]
+fn json_fields_of_restore_are_the_documented_ones() {
+    let d = tmp("json");
+    let r = run(&[
+        "--json",
+        "restore",
+        "--task",
+        "sr4",
+        "--method",
+        "diffpir",
+        "--steps",
+        "5",
+        "--from-clean",
+        s(&data("celeba64/009504.png")),
+        "-o",
+        s(&d.join("o.png")),
+    ]);
+    assert!(r.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for k in [
+        "psnr",
+        "ssim",
+        "lpips_alex",
+        "lpips_vgg",
+        "measurement_psnr",
+        "measurement_ssim",
+        "measurement_lpips_alex",
+        "measurement_lpips_vgg",
+        "seconds",
+        "nfe",
+        "method",
+        "task",
+        "seed",
+    ] {
+        assert!(!v[k].is_null(), "field {k} in {v}");
+    }
+    assert_eq!(v["nfe"], 5);
+}
