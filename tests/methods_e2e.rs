@@ -125,3 +125,25 @@ fn same_seed_same_output_on_any_thread_count() {
     };
     assert_ne!(a.data(), other.data(), "another seed gives another sample");
 }
+
+#[test]
+fn a_batch_gives_the_images_of_single_runs() {
+    let m = load_model(&ModelSource::Default, None).unwrap();
+    let faces: Vec<Tensor> = [4, 5].iter().map(|&i| face(i)).collect();
+    let x = Tensor::stack(&faces.iter().collect::<Vec<_>>()).unwrap();
+    // Per-image masks and noise: image k of the batch is image `k` of the run either way.
+    let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 3, 0).unwrap();
+    let y = measure(&op, &x, 0.05, 3, 0).unwrap();
+    let batch =
+        restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(5), &op, &y, 0.05, 3, 0, &mut |_, _| true).unwrap().x;
+    for (k, f) in faces.iter().enumerate() {
+        let op1 = build(Task::InpaintBox, &TaskParams::default(), f.shape(), 3, k as u64).unwrap();
+        let y1 = measure(&op1, f, 0.05, 3, k as u64).unwrap();
+        assert_eq!(y1.data(), y.image(k), "measurement {k}");
+        let one =
+            restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(5), &op1, &y1, 0.05, 3, k as u64, &mut |_, _| true)
+                .unwrap()
+                .x;
+        assert_eq!(one.data(), batch.image(k), "image {k}: batched DPS equals the single run");
+    }
+}

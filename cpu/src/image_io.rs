@@ -15,9 +15,17 @@ pub const MAX_BYTES: u64 = 1 << 30;
 
 /// Decodes an image file, refusing sizes over the limits before decoding pixels.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let shown = path.display();
     let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
+    decode_reader(reader, &path.display().to_string())
+}
+
+/// Decodes an image held in memory (`name` is used in errors), with the same limits.
+pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<DynamicImage> {
+    decode_reader(ImageReader::new(std::io::Cursor::new(bytes)), name)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, shown: &str) -> Result<DynamicImage> {
+    let mut reader = reader.with_guessed_format().map_err(|e| Error::Image(format!("{shown}: {e}")))?;
     if reader.format().is_none() {
         return Err(Error::Image(format!("{shown}: not an image (expected PNG or JPEG)")));
     }

@@ -3,9 +3,12 @@
 
 use crate::gemm::{gemm, BSource, DenseB, Epilogue, PackedA};
 
-/// The implicit im2col matrix of one CHW image: row `(ci, ky, kx)`, column `oy*ow + ox`.
+/// The implicit im2col matrix of `n` CHW images side by side: row `(ci, ky, kx)`, column
+/// `img * oh*ow + oy*ow + ox`.
 pub struct Im2col<'a> {
     x: &'a [f32],
+    n: usize,
+    img_len: usize,
     h: usize,
     w: usize,
     ksize: usize,
@@ -20,9 +23,15 @@ impl<'a> Im2col<'a> {
     /// The view of image `x` (c x h x w) for a `k x k` kernel.
     #[allow(clippy::too_many_arguments)]
     pub fn new(x: &'a [f32], c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Self {
+        Self::batch(x, 1, c, h, w, k, stride, pad)
+    }
+
+    /// The view of `n` images (each c x h x w, contiguous) side by side.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch(x: &'a [f32], n: usize, c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Self {
         let oh = (h + 2 * pad - k) / stride + 1;
         let ow = (w + 2 * pad - k) / stride + 1;
-        Im2col { x, h, w, ksize: k, stride, pad, oh, ow, rows: c * k * k }
+        Im2col { x, n, img_len: c * h * w, h, w, ksize: k, stride, pad, oh, ow, rows: c * k * k }
     }
 }
 
@@ -31,7 +40,7 @@ impl BSource for Im2col<'_> {
         self.rows
     }
     fn n(&self) -> usize {
-        self.oh * self.ow
+        self.n * self.oh * self.ow
     }
     fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
         let kk2 = self.ksize * self.ksize;
@@ -52,13 +61,23 @@ impl BSource for Im2col<'_> {
 }
 
 impl Im2col<'_> {
-    /// Writes im2col row `(ci, ky, kx)` for output pixels `j0..j0 + row.len()`.
+    /// Writes im2col row `(ci, ky, kx)` for columns `j0..j0 + row.len()`.
     #[inline]
     fn fill_row(&self, ci: usize, ky: usize, kx: usize, j0: usize, row: &mut [f32]) {
-        let plane = &self.x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
-        let (mut oy, mut ox) = (j0 / self.ow, j0 % self.ow);
+        let ohw = self.oh * self.ow;
+        let (mut img, p0) = (j0 / ohw, j0 % ohw);
+        let plane_of = |img: usize| {
+            &self.x[img * self.img_len + ci * self.h * self.w..img * self.img_len + (ci + 1) * self.h * self.w]
+        };
+        let mut plane = plane_of(img);
+        let (mut oy, mut ox) = (p0 / self.ow, p0 % self.ow);
         let mut j = 0;
         while j < row.len() {
+            if oy == self.oh {
+                img += 1;
+                plane = plane_of(img);
+                oy = 0;
+            }
             let run = (self.ow - ox).min(row.len() - j);
             let seg = &mut row[j..j + run];
             let iy = (oy * self.stride + ky) as isize - self.pad as isize;
@@ -104,6 +123,47 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *a = *b;
     }
+}
+
+/// Feature maps up to this many pixels fold the batch into one GEMM.
+const FOLD_MAX: usize = 1024;
+
+thread_local! {
+    static FOLD: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One GEMM over all `n` images (columns image-major), then a scatter into NCHW that adds the
+/// residual and the previous output; the per-element sums are those of the per-image GEMMs.
+#[allow(clippy::too_many_arguments)]
+fn folded(
+    a: &PackedA,
+    b: &Im2col<'_>,
+    bias: Option<&[f32]>,
+    n: usize,
+    cout: usize,
+    ohw: usize,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    accumulate: bool,
+) {
+    use rayon::prelude::*;
+    let cols = n * ohw;
+    let mut tmp = FOLD.with(|f| std::mem::take(&mut *f.borrow_mut()));
+    tmp.resize(cout * cols, 0.0);
+    gemm(a, b, &mut tmp, cols, Epilogue { bias, ..Default::default() });
+    out[..n * cout * ohw].par_chunks_mut(ohw).enumerate().for_each(|(ic, o)| {
+        let (i, co) = (ic / cout, ic % cout);
+        let src = &tmp[co * cols + i * ohw..co * cols + (i + 1) * ohw];
+        let res = residual.map(|r| &r[ic * ohw..(ic + 1) * ohw]);
+        for (k, v) in o.iter_mut().enumerate() {
+            let mut t = src[k];
+            if let Some(r) = res {
+                t += r[k];
+            }
+            *v = if accumulate { *v + t } else { t };
+        }
+    });
+    FOLD.with(|f| *f.borrow_mut() = tmp);
 }
 
 /// A convolution layer (square kernel, symmetric zero padding).
@@ -224,6 +284,11 @@ impl Conv2d {
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         let epi = Epilogue { accumulate, ..Default::default() };
+        if n > 1 && h * w <= FOLD_MAX && self.stride == 1 && 2 * self.pad + 1 == self.k {
+            let b = Im2col::batch(gy, n, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
+            folded(self.transposed(), &b, None, n, self.cin, h * w, gx, None, accumulate);
+            return;
+        }
         for i in 0..n {
             let gyi = &gy[i * ol..(i + 1) * ol];
             let gxi = &mut gx[i * il..(i + 1) * il];
