@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 /// Depth of a K block.
 pub const KC: usize = 256;
 /// Target width (columns of C) of one task's block.
-const NC: usize = 1024;
+const NC: usize = 512;
 
 /// The kernel used when none is asked for: `DIFFINV_ISA` if set and available, else the best.
 pub fn default_isa() -> Isa {

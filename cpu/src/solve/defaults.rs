@@ -31,7 +31,7 @@ impl Defaults {
             Method::Dps => Defaults { zeta: if inpaint { 0.5 } else { 1.0 }, ..BASE },
             Method::Ald => Defaults { lambda: if inpaint { 0.005 } else { 0.001 }, ..BASE },
             Method::Sdedit => Defaults { lambda: 1.0, t0: 500, ..BASE },
-            Method::Diffpir => Defaults { steps: 100, zeta: 1.0, lambda: if inpaint { 7.0 } else { 1.0 }, ..BASE },
+            Method::Diffpir => Defaults { steps: 100, zeta: 1.0, lambda: if inpaint { 3.0 } else { 1.0 }, ..BASE },
             Method::AdamTv => Defaults { steps: 500, lambda: 0.02, lr: 0.01, ..BASE },
             Method::HqsTv => Defaults { steps: 40, lambda: 0.02, mu: 0.1, ..BASE },
             Method::AdmmTv => Defaults { steps: 100, lambda: 0.02, mu: 1.0, ..BASE },
