@@ -64,3 +64,25 @@ fn gflop_counts_match_the_documented_figures() {
         assert!((g - gflop).abs() < 0.06, "{preset}: {g} GFLOP, documented {gflop}");
     }
 }
+
+#[test]
+fn bf16_convolutions_stay_within_one_percent() {
+    use diffinv::cpu::gemm::Isa;
+    use diffinv::cpu::nn::Precision;
+    if !Isa::Avx512Bf16.available() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    let io = golden("celeba64_io");
+    let mut m = load_model(&ModelSource::Default, None).unwrap();
+    let (x, g) = (tensor(&io, "x_t"), tensor(&io, "g"));
+    let t = io.f32("t_f32").unwrap().1;
+    let mut ws = Workspace::new();
+    m.unet.set_precision(Precision::Bf16);
+    let (eps, tape) = m.unet.forward_with_tape(&x, &t, &mut ws).unwrap();
+    let gx = m.unet.vjp(tape, &g, &mut ws).unwrap();
+    let (e1, e2) = (rel_err(eps.data(), &io.f32("eps").unwrap().1), rel_err(gx.data(), &io.f32("grad_x").unwrap().1));
+    eprintln!("bf16: eps {e1:.2e}, grad_x {e2:.2e}");
+    assert!(e1 <= 1e-2 && e2 <= 1e-2, "bf16 eps {e1:.3e}, grad_x {e2:.3e}");
+    assert!(e1 > 1e-6, "bf16 was used");
+}

@@ -126,3 +126,42 @@ fn results_do_not_depend_on_thread_count() {
     assert_eq!(one, run(2));
     assert_eq!(one, run(5));
 }
+
+/// bf16 rounding (nearest even), as the packing does it.
+fn bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+#[test]
+fn bf16_kernel_matches_reference_of_rounded_inputs() {
+    if !Isa::Avx512Bf16.available() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    for (i, &(m, n, k)) in
+        [(6, 64, 256), (7, 65, 257), (13, 130, 601), (64, 33, 9), (3, 1000, 27), (5, 17, 1)].iter().enumerate()
+    {
+        for (ta, tb) in [(false, false), (true, true)] {
+            let a = randn(m * k, 300 + i as u64);
+            let b = randn(k * n, 400 + i as u64);
+            let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+            let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+            let ar: Vec<f32> = a.iter().map(|&v| bf16(v)).collect();
+            let br: Vec<f32> = b.iter().map(|&v| bf16(v)).collect();
+            let want = naive(m, n, k, &ar, rsa, csa, &br, rsb, csb);
+            let pa = PackedA::pack_bf16(m, k, &a, rsa, csa);
+            let pb = DenseB { data: &b, k, n, rs: rsb, cs: csb };
+            let mut c = vec![f32::NAN; m * n];
+            gemm_with(Isa::Avx512Bf16, &pa, &pb, &mut c, n, Epilogue::default());
+            for (j, (got, w)) in c.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (k as f64).sqrt() * 4.0 * (1.0 + w.abs());
+                assert!((*got as f64 - w).abs() <= tol, "{m}x{n}x{k}: C[{j}] = {got} want {w}");
+            }
+            // And against the f32 product, bf16 stays within its precision.
+            let full = naive(m, n, k, &a, rsa, csa, &b, rsb, csb);
+            let scale = full.iter().fold(0.0f64, |s, v| s.max(v.abs())).max(1.0);
+            let e = c.iter().zip(&full).fold(0.0f64, |e, (x, y)| e.max((*x as f64 - y).abs())) / scale;
+            assert!(e < 3e-2, "bf16 vs f32: {e}");
+        }
+    }
+}

@@ -24,8 +24,8 @@ pub struct UnetArgs {
     /// Time forward + input gradient (one DPS step's network work).
     #[arg(long)]
     backward: bool,
-    /// Compute type.
-    #[arg(long, default_value = "f32", value_parser = ["f32"])]
+    /// Compute type of the convolutions: f32, or bf16 (AVX512-BF16 `vdpbf16ps`, f32 sums).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     dtype: String,
     /// Images per call.
     #[arg(long, default_value_t = 1)]
@@ -50,7 +50,13 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
         return Err(CliError::usage("--batch must be at least 1"));
     }
     let size = a.size.unwrap_or(cfg.image_size);
-    let u = UNet::new(&cfg, &mut RandomWeights::new(g.seed))?;
+    let mut u = UNet::new(&cfg, &mut RandomWeights::new(g.seed))?;
+    if a.dtype == "bf16" {
+        if !diffinv_cpu::gemm::Isa::Avx512Bf16.available() {
+            return Err(CliError::runtime("--dtype bf16 needs a CPU with AVX512-BF16"));
+        }
+        u.set_precision(diffinv_cpu::nn::Precision::Bf16);
+    }
     let mut x = Tensor::zeros([a.batch, cfg.in_channels, size, size]);
     NoiseStream::new(g.seed, 0).fill_normal(x.data_mut());
     let t = vec![500.0f32; a.batch];
@@ -80,7 +86,7 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
     let gflops = gflop / (ms / 1e3);
     let rss = peak_rss_mib();
     let mode = if a.backward { "forward+input-gradient" } else { "forward" };
-    let isa = diffinv_cpu::gemm::default_isa().name();
+    let isa = if a.dtype == "bf16" { "avx512bf16" } else { diffinv_cpu::gemm::default_isa().name() };
     if g.json {
         g.emit_json(&serde_json::json!({
             "config": a.config, "mode": mode, "batch": a.batch, "size": size, "ms": ms, "min_ms": times[0],

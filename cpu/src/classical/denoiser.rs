@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 enum Layer {
-    Conv(Conv2d),
+    Conv(Box<Conv2d>),
     Relu,
     /// pixel_unshuffle(2): channel `c*4 + dy*2 + dx` (PyTorch's order).
     Unshuffle,
@@ -84,7 +84,7 @@ impl Denoiser {
                 let w = ck.f32_shaped(&format!("conv{name}.weight"), &[cout, cin, k, k])?;
                 let b = ck.f32_shaped(&format!("conv{name}.bias"), &[cout])?;
                 let conv = Conv2d::new(w, Some(b), cin, cout, k, 1, pad);
-                Layer::Conv(conv)
+                Layer::Conv(Box::new(conv))
             } else {
                 return Err(bad(format!("unknown layer '{tok}'")));
             });

@@ -15,6 +15,9 @@ pub enum Isa {
     Avx2,
     /// AVX-512F, 6x64 tile.
     Avx512,
+    /// AVX512-BF16 `vdpbf16ps`, 6x64 tile, bf16 operands (packed as k-pairs), f32 sums.
+    /// Only used when asked for (`Precision::Bf16`).
+    Avx512Bf16,
 }
 
 impl Isa {
@@ -23,7 +26,7 @@ impl Isa {
         match self {
             Isa::Scalar => 8,
             Isa::Avx2 => 16,
-            Isa::Avx512 => 64,
+            Isa::Avx512 | Isa::Avx512Bf16 => 64,
         }
     }
 
@@ -35,9 +38,16 @@ impl Isa {
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
+    }
+
+    /// Whether the kernel reads bf16 k-pairs (else f32).
+    pub fn is_bf16(self) -> bool {
+        self == Isa::Avx512Bf16
     }
 
     /// Every kernel this CPU can run, best last.
@@ -51,6 +61,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
         }
     }
 
@@ -67,6 +78,8 @@ impl Isa {
             Isa::Avx2 => avx2(kc, a, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => avx512(kc, a, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => avx512bf16(kc, a, b, c, ldc, acc),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("no SIMD kernels on this architecture"),
         }
@@ -136,6 +149,40 @@ unsafe fn avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usiz
             let av = _mm512_set1_ps(*a.add(k * MR + r));
             for v in 0..4 {
                 tr[v] = _mm512_fmadd_ps(av, bv[v], tr[v]);
+            }
+        }
+    }
+    for (r, tr) in t.iter().enumerate() {
+        let p = c.add(r * ldc);
+        for (v, &x) in tr.iter().enumerate() {
+            let q = p.add(v * 16);
+            let x = if acc { _mm512_add_ps(_mm512_loadu_ps(q), x) } else { x };
+            _mm512_storeu_ps(q, x);
+        }
+    }
+}
+
+/// `kc` here counts k-pairs: `a` holds `kc x MR` u32 (two bf16 of one row), `b` holds `kc x 64`
+/// u32 (two bf16 of one column), and `vdpbf16ps` adds both products to the f32 sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn avx512bf16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    use std::arch::x86_64::*;
+    const NR: usize = 64;
+    let (a, b) = (a as *const i32, b as *const i32);
+    let mut t = [[_mm512_setzero_ps(); 4]; MR];
+    for k in 0..kc {
+        let bp = b.add(k * NR);
+        let bv: [__m512bh; 4] = [
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp as *const _)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(16) as *const _)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(32) as *const _)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(48) as *const _)),
+        ];
+        for (r, tr) in t.iter_mut().enumerate() {
+            let av: __m512bh = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*a.add(k * MR + r)));
+            for v in 0..4 {
+                tr[v] = _mm512_dpbf16_ps(tr[v], av, bv[v]);
             }
         }
     }

@@ -35,12 +35,49 @@ pub fn default_isa() -> Isa {
     })
 }
 
-/// `A` packed into `MR`-row panels, each `K x MR` k-major, zero-padded past row `m`.
+/// `A` packed into `MR`-row panels, each `K x MR` k-major, zero-padded past row `m`; or, for
+/// the bf16 kernel, `ceil(K/2) x MR` pairs of bf16 (a row's k and k+1 in one 32-bit word).
 #[derive(Clone, Debug, Default)]
 pub struct PackedA {
     m: usize,
     k: usize,
     data: Vec<f32>,
+    bf16: bool,
+}
+
+/// f32 to bf16 bits, rounding to nearest even (finite inputs).
+#[inline(always)]
+fn bf16_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    (b.wrapping_add(0x7FFF + ((b >> 16) & 1))) >> 16
+}
+
+/// Two bf16 in one word, `lo` first in memory.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> f32 {
+    f32::from_bits(bf16_bits(lo) | (bf16_bits(hi) << 16))
+}
+
+/// Interleaves packed f32 B panels (`kc x nr` each, `nq` of them) into bf16 k-pair panels.
+fn to_pairs(src: &[f32], kc: usize, nq: usize, nr: usize, dst: &mut [f32]) {
+    let kp = kc.div_ceil(2);
+    for q in 0..nq {
+        let (s, d) = (&src[q * kc * nr..(q + 1) * kc * nr], &mut dst[q * kp * nr..(q + 1) * kp * nr]);
+        for p in 0..kp {
+            let lo = &s[2 * p * nr..(2 * p + 1) * nr];
+            let out = &mut d[p * nr..(p + 1) * nr];
+            if 2 * p + 1 < kc {
+                let hi = &s[(2 * p + 1) * nr..(2 * p + 2) * nr];
+                for j in 0..nr {
+                    out[j] = pair(lo[j], hi[j]);
+                }
+            } else {
+                for j in 0..nr {
+                    out[j] = pair(lo[j], 0.0);
+                }
+            }
+        }
+    }
 }
 
 impl PackedA {
@@ -57,10 +94,35 @@ impl PackedA {
                 }
             }
         }
-        PackedA { m, k, data }
+        PackedA { m, k, data, bf16: false }
     }
-    /// The matrix back in row-major order.
+
+    /// Packs for the bf16 kernel (rounding to nearest even).
+    pub fn pack_bf16(m: usize, k: usize, a: &[f32], rs: usize, cs: usize) -> Self {
+        let panels = m.div_ceil(MR);
+        let kp = k.div_ceil(2);
+        let mut data = vec![0.0; panels * kp * MR];
+        for p in 0..panels {
+            let dst = &mut data[p * kp * MR..(p + 1) * kp * MR];
+            for r in 0..MR.min(m - p * MR) {
+                let row = p * MR + r;
+                for q in 0..kp {
+                    let lo = a[row * rs + 2 * q * cs];
+                    let hi = if 2 * q + 1 < k { a[row * rs + (2 * q + 1) * cs] } else { 0.0 };
+                    dst[q * MR + r] = pair(lo, hi);
+                }
+            }
+        }
+        PackedA { m, k, data, bf16: true }
+    }
+
+    /// Whether this is the bf16 layout.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16
+    }
+    /// The matrix back in row-major order (f32 layout only).
     pub fn unpack(&self) -> Vec<f32> {
+        assert!(!self.bf16, "unpack of a bf16 packing");
         let mut a = vec![0.0; self.m * self.k];
         for (i, row) in a.chunks_mut(self.k.max(1)).enumerate().take(self.m) {
             let (p, r) = (i / MR, i % MR);
@@ -80,7 +142,12 @@ impl PackedA {
     }
     #[inline]
     fn panel(&self, p: usize, k0: usize) -> *const f32 {
-        self.data[p * self.k * MR + k0 * MR..].as_ptr()
+        if self.bf16 {
+            let kp = self.k.div_ceil(2);
+            self.data[p * kp * MR + (k0 / 2) * MR..].as_ptr()
+        } else {
+            self.data[p * self.k * MR + k0 * MR..].as_ptr()
+        }
     }
 }
 
@@ -169,6 +236,7 @@ const SHARED_B_MAX: usize = 4 << 20;
 /// [`gemm`] with an explicit kernel (which must be available).
 pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
     assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
+    assert_eq!(isa.is_bf16(), a.bf16, "the packing of A does not match kernel {}", isa.name());
     let (m, k, n) = (a.m, a.k, b.n());
     assert_eq!(b.k(), k, "gemm: A is {m}x{k} but B has {} rows", b.k());
     if m == 0 || n == 0 {
@@ -227,6 +295,11 @@ fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi
         let k0 = kb * KC;
         let kc = KC.min(k - k0);
         b.pack(k0, kc, 0, n, nr, &mut dst[..kc * nq * nr]);
+        if isa.is_bf16() {
+            let mut pairs = vec![0.0; kc.div_ceil(2) * nq * nr];
+            to_pairs(&dst[..kc * nq * nr], kc, nq, nr, &mut pairs);
+            dst[..pairs.len()].copy_from_slice(&pairs);
+        }
     });
     let panels = m.div_ceil(MR);
     let per = panels.div_ceil(want.min(panels));
@@ -238,6 +311,8 @@ fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi
         while k0 < k {
             let kc = KC.min(k - k0);
             let acc = k0 > 0 || epi.accumulate;
+            // A bf16 block keeps its k-pairs at the start of the block's space.
+            let kk = if isa.is_bf16() { kc.div_ceil(2) } else { kc };
             for p in p0..p1 {
                 let rows = MR.min(m - p * MR);
                 // SAFETY: this task owns rows p0*MR..p1*MR of C.
@@ -246,7 +321,7 @@ fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi
                         isa,
                         a.panel(p, k0),
                         &pk[k0 * nq * nr..],
-                        kc,
+                        kk,
                         nq,
                         rows,
                         p * MR,
@@ -333,22 +408,30 @@ unsafe fn block(
     PACK_B.with(|buf| {
         let mut buf = buf.borrow_mut();
         let need = KC.min(k.max(1)) * nq * nr;
-        if buf.len() < need {
-            buf.resize(need, 0.0);
+        if buf.len() < 2 * need {
+            buf.resize(2 * need, 0.0);
         }
+        let (buf, pairs) = buf.split_at_mut(need);
         let mut edge = [0.0f32; MR * 64];
         let mut k0 = 0;
         while k0 < k {
             let kc = KC.min(k - k0);
             b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * nq * nr]);
+            // The bf16 kernel reads k-pairs: interleave the block's rows first.
+            let (panels, kk): (&[f32], usize) = if isa.is_bf16() {
+                to_pairs(&buf[..kc * nq * nr], kc, nq, nr, pairs);
+                (pairs, kc.div_ceil(2))
+            } else {
+                (buf, kc)
+            };
             let acc = k0 > 0 || epi.accumulate;
             for p in p0..p1 {
                 let rows = MR.min(m - p * MR);
                 tile_row(
                     isa,
                     a.panel(p, k0),
-                    &buf[..kc * nq * nr],
-                    kc,
+                    &panels[..kk * nq * nr],
+                    kk,
                     nq,
                     rows,
                     p * MR,

@@ -39,7 +39,7 @@ impl LpipsNet {
 type ConvSpec = (usize, usize, usize, usize, usize, usize);
 
 enum Layer {
-    Conv(Conv2d),
+    Conv(Box<Conv2d>),
     Relu { tap: bool },
     MaxPool { k: usize, s: usize },
 }
@@ -109,7 +109,7 @@ impl Lpips {
                     let (i, cin, cout, k, s, p) = it.next().expect("one conv per 'c'");
                     let w = ck.f32_shaped(&format!("features.{i}.weight"), &[cout, cin, k, k])?;
                     let b = ck.f32_shaped(&format!("features.{i}.bias"), &[cout])?;
-                    Layer::Conv(Conv2d::new(w, Some(b), cin, cout, k, s, p))
+                    Layer::Conv(Box::new(Conv2d::new(w, Some(b), cin, cout, k, s, p)))
                 }
                 "r" => Layer::Relu { tap: false },
                 "R" => Layer::Relu { tap: true },

@@ -1,7 +1,34 @@
 //! 2-D convolution as a GEMM over an implicit im2col view: `out[co, p] = W[co, (ci,ky,kx)] *
 //! col[(ci,ky,kx), p] + bias[co]`, with the weights packed once at load time.
 
-use crate::gemm::{gemm, BSource, DenseB, Epilogue, PackedA};
+use crate::gemm::{default_isa, gemm_with, BSource, DenseB, Epilogue, Isa, PackedA};
+
+/// The arithmetic of the convolutions' GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// bf16 operands with f32 sums (AVX512-BF16); falls back to f32 on CPUs without it.
+    Bf16,
+}
+
+/// The A matrix and kernel for a precision: the bf16 packing is made on first use.
+fn pick<'a>(prec: Precision, f32_pack: &'a PackedA, bf16: &'a std::sync::OnceLock<PackedA>) -> (Isa, &'a PackedA) {
+    if prec == Precision::Bf16 && Isa::Avx512Bf16.available() {
+        let p = bf16.get_or_init(|| {
+            let (m, k) = (f32_pack.m(), f32_pack.k());
+            PackedA::pack_bf16(m, k, &f32_pack.unpack(), k, 1)
+        });
+        (Isa::Avx512Bf16, p)
+    } else {
+        (default_isa(), f32_pack)
+    }
+}
+
+fn gemm(isa_a: (Isa, &PackedA), b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
+    gemm_with(isa_a.0, isa_a.1, b, c, ldc, epi)
+}
 
 /// The implicit im2col matrix of `n` CHW images side by side: row `(ci, ky, kx)`, column
 /// `img * oh*ow + oy*ow + ox`.
@@ -136,7 +163,7 @@ thread_local! {
 /// residual and the previous output; the per-element sums are those of the per-image GEMMs.
 #[allow(clippy::too_many_arguments)]
 fn folded(
-    a: &PackedA,
+    a: (Isa, &PackedA),
     b: &Im2col<'_>,
     bias: Option<&[f32]>,
     n: usize,
@@ -150,17 +177,23 @@ fn folded(
     let cols = n * ohw;
     let mut tmp = FOLD.with(|f| std::mem::take(&mut *f.borrow_mut()));
     tmp.resize(cout * cols, 0.0);
-    gemm(a, b, &mut tmp, cols, Epilogue { bias, ..Default::default() });
+    // Accumulating: gather the previous output first, so the sums associate as in the
+    // per-image GEMMs ((prev + sum) + bias + residual) and the results are bit-identical.
+    if accumulate {
+        for i in 0..n {
+            for co in 0..cout {
+                tmp[co * cols + i * ohw..co * cols + (i + 1) * ohw]
+                    .copy_from_slice(&out[(i * cout + co) * ohw..(i * cout + co + 1) * ohw]);
+            }
+        }
+    }
+    gemm(a, b, &mut tmp, cols, Epilogue { bias, residual: None, accumulate });
     out[..n * cout * ohw].par_chunks_mut(ohw).enumerate().for_each(|(ic, o)| {
         let (i, co) = (ic / cout, ic % cout);
         let src = &tmp[co * cols + i * ohw..co * cols + (i + 1) * ohw];
-        let res = residual.map(|r| &r[ic * ohw..(ic + 1) * ohw]);
-        for (k, v) in o.iter_mut().enumerate() {
-            let mut t = src[k];
-            if let Some(r) = res {
-                t += r[k];
-            }
-            *v = if accumulate { *v + t } else { t };
+        match residual {
+            Some(r) => o.iter_mut().zip(src).zip(&r[ic * ohw..(ic + 1) * ohw]).for_each(|((o, s), r)| *o = s + r),
+            None => o.copy_from_slice(src),
         }
     });
     FOLD.with(|f| *f.borrow_mut() = tmp);
@@ -183,6 +216,9 @@ pub struct Conv2d {
     packed: PackedA,
     /// The adjoint's weights (stride 1): the flipped, transposed kernel, packed on first use.
     packed_t: std::sync::OnceLock<PackedA>,
+    /// bf16 packings of the weights and of the adjoint's, made on first use.
+    packed_bf16: std::sync::OnceLock<PackedA>,
+    packed_t_bf16: std::sync::OnceLock<PackedA>,
 }
 
 impl Conv2d {
@@ -208,6 +244,8 @@ impl Conv2d {
             bias: bias.unwrap_or_else(|| vec![0.0; cout]),
             packed,
             packed_t: std::sync::OnceLock::new(),
+            packed_bf16: std::sync::OnceLock::new(),
+            packed_t_bf16: std::sync::OnceLock::new(),
         }
     }
 
@@ -243,9 +281,32 @@ impl Conv2d {
         residual: Option<&[f32]>,
         accumulate: bool,
     ) {
+        self.forward_p(x, n, h, w, out, residual, accumulate, Precision::F32)
+    }
+
+    /// [`Conv2d::forward`] at a chosen precision. Maps up to [`FOLD_MAX`] pixels fold the batch
+    /// into one GEMM.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_p(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        accumulate: bool,
+        prec: Precision,
+    ) {
+        let a = pick(prec, &self.packed, &self.packed_bf16);
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         assert!(x.len() >= n * il && out.len() >= n * ol, "conv: buffer sizes");
+        if n > 1 && oh * ow <= FOLD_MAX {
+            let b = Im2col::batch(x, n, self.cin, h, w, self.k, self.stride, self.pad);
+            folded(a, &b, Some(&self.bias), n, self.cout, oh * ow, out, residual, accumulate);
+            return;
+        }
         for i in 0..n {
             let xi = &x[i * il..(i + 1) * il];
             let oi = &mut out[i * ol..(i + 1) * ol];
@@ -253,10 +314,10 @@ impl Conv2d {
                 Epilogue { bias: Some(&self.bias), residual: residual.map(|r| &r[i * ol..(i + 1) * ol]), accumulate };
             if self.k == 1 && self.stride == 1 && self.pad == 0 {
                 let b = DenseB { data: xi, k: self.cin, n: h * w, rs: h * w, cs: 1 };
-                gemm(&self.packed, &b, oi, oh * ow, epi);
+                gemm(a, &b, oi, oh * ow, epi);
             } else {
                 let b = Im2col::new(xi, self.cin, h, w, self.k, self.stride, self.pad);
-                gemm(&self.packed, &b, oi, oh * ow, epi);
+                gemm(a, &b, oi, oh * ow, epi);
             }
         }
     }
@@ -281,21 +342,47 @@ impl Conv2d {
     /// The input gradient: `gx (+)= conv^T(gy)` for a batch of `n` images of input size `h x w`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_input(&self, gy: &[f32], n: usize, h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
+        self.backward_input_p(gy, n, h, w, gx, accumulate, Precision::F32)
+    }
+
+    /// [`Conv2d::backward_input`] at a chosen precision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input_p(
+        &self,
+        gy: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        gx: &mut [f32],
+        accumulate: bool,
+        prec: Precision,
+    ) {
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
-        let epi = Epilogue { accumulate, ..Default::default() };
-        if n > 1 && h * w <= FOLD_MAX && self.stride == 1 && 2 * self.pad + 1 == self.k {
+        // A stride-1 "same" convolution's adjoint is the same convolution with the flipped,
+        // transposed kernel.
+        let same = self.stride == 1 && 2 * self.pad + 1 == self.k;
+        if same && n > 1 && h * w <= FOLD_MAX {
             let b = Im2col::batch(gy, n, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
-            folded(self.transposed(), &b, None, n, self.cin, h * w, gx, None, accumulate);
+            folded(
+                pick(prec, self.transposed(), &self.packed_t_bf16),
+                &b,
+                None,
+                n,
+                self.cin,
+                h * w,
+                gx,
+                None,
+                accumulate,
+            );
             return;
         }
+        let epi = Epilogue { accumulate, ..Default::default() };
         for i in 0..n {
             let gyi = &gy[i * ol..(i + 1) * ol];
             let gxi = &mut gx[i * il..(i + 1) * il];
-            if self.stride == 1 && 2 * self.pad + 1 == self.k {
-                // A stride-1 "same" convolution's adjoint is the same convolution with the
-                // flipped, transposed kernel.
-                let wt = self.transposed();
+            if same {
+                let wt = pick(prec, self.transposed(), &self.packed_t_bf16);
                 if self.k == 1 {
                     let b = DenseB { data: gyi, k: self.cout, n: h * w, rs: h * w, cs: 1 };
                     gemm(wt, &b, gxi, h * w, epi);

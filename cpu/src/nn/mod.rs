@@ -11,6 +11,6 @@ pub mod norm;
 pub mod resample;
 
 pub use attention::{AttentionBlock, AttentionOrder};
-pub use conv::Conv2d;
+pub use conv::{Conv2d, Precision};
 pub use linear::Linear;
 pub use norm::{GroupNorm, NormMod};

@@ -17,7 +17,7 @@ macro_rules! multiversion {
                 unsafe fn avx2($($arg: $ty),*) $body
                 match $crate::gemm::default_isa() {
                     // SAFETY: default_isa only returns ISAs this CPU has.
-                    $crate::gemm::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::gemm::Isa::Avx512 | $crate::gemm::Isa::Avx512Bf16 => return unsafe { avx512($($arg),*) },
                     $crate::gemm::Isa::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::gemm::Isa::Scalar => {}
                 }

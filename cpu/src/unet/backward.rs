@@ -5,7 +5,7 @@ use super::forward::{concat, resampled, scale_shift, Act, Entry, Tape, Workspace
 use super::model::{Layer, ResBlock, Resample, UNet};
 use crate::error::{Error, Result};
 use crate::nn::resample::{avgpool2_adjoint, upsample2_adjoint};
-use crate::nn::NormMod;
+use crate::nn::{NormMod, Precision};
 use crate::tensor::Tensor;
 
 /// A gradient buffer with its activation's dimensions.
@@ -24,12 +24,13 @@ impl UNet {
             )));
         }
         let n = tape.n;
+        let prec = self.precision;
         let e = &mut tape.entries;
         // out = conv(silu(GN(h)))
         let Some(Entry::Out { x }) = e.pop() else { unreachable!("tape ends with Out") };
         let (c, h, w) = (x.c, x.h, x.w);
         let mut t = ws.take(n * c * h * w);
-        self.out_conv.backward_input(cotangent.data(), n, h, w, &mut t, false);
+        self.out_conv.backward_input_p(cotangent.data(), n, h, w, &mut t, false, prec);
         let mut g = Grad { d: ws.take(n * c * h * w) };
         self.out_norm.backward(&x.d, n, h * w, None, true, &t, &mut g.d, false);
         ws.give(t);
@@ -42,7 +43,7 @@ impl UNet {
                     let Some(Entry::Cat { h: hh, skip }) = e.pop() else { unreachable!("Cat entry") };
                     let cat = std::rc::Rc::new(concat(&hh, &skip, n, ws));
                     let Layer::Res(rb) = l else { unreachable!("decoder blocks start with a ResBlock") };
-                    let gc = res_backward(rb, &cat, dims, &h2, &emb_out, n, &g, ws);
+                    let gc = res_backward(rb, &cat, dims, &h2, &emb_out, n, &g, ws, prec);
                     ws.give(h2);
                     ws.give_act(cat);
                     ws.give(std::mem::take(&mut g.d));
@@ -85,14 +86,15 @@ impl UNet {
     }
 
     fn layer_backward(&self, l: &Layer, entry: Entry, g: Grad, n: usize, ws: &mut Workspace) -> Grad {
+        let prec = self.precision;
         let out = match (l, entry) {
             (Layer::Conv(conv), Entry::Conv { dims: (c, h, w) }) => {
                 let mut gx = ws.take(n * c * h * w);
-                conv.backward_input(&g.d, n, h, w, &mut gx, false);
+                conv.backward_input_p(&g.d, n, h, w, &mut gx, false, prec);
                 Grad { d: gx }
             }
             (Layer::Res(rb), Entry::Res { x: Some(x), dims, h2, emb_out }) => {
-                let gx = res_backward(rb, &x, dims, &h2, &emb_out, n, &g, ws);
+                let gx = res_backward(rb, &x, dims, &h2, &emb_out, n, &g, ws, prec);
                 ws.give(h2);
                 ws.give_act(x);
                 Grad { d: gx }
@@ -110,7 +112,7 @@ impl UNet {
             (Layer::Down(conv), Entry::Down { dims: (c, h, w) }) => {
                 let mut gx = ws.take(n * c * h * w);
                 match conv {
-                    Some(k) => k.backward_input(&g.d, n, h, w, &mut gx, false),
+                    Some(k) => k.backward_input_p(&g.d, n, h, w, &mut gx, false, prec),
                     None => avgpool2_adjoint(&g.d, n * c, h, w, &mut gx, false),
                 }
                 Grad { d: gx }
@@ -119,7 +121,7 @@ impl UNet {
                 let (oh, ow) = (2 * h, 2 * w);
                 let mut gu = ws.take(n * c * oh * ow);
                 match conv {
-                    Some(k) => k.backward_input(&g.d, n, oh, ow, &mut gu, false),
+                    Some(k) => k.backward_input_p(&g.d, n, oh, ow, &mut gu, false, prec),
                     None => gu.copy_from_slice(&g.d),
                 }
                 let mut gx = ws.take(n * c * h * w);
@@ -145,12 +147,13 @@ fn res_backward(
     n: usize,
     gy: &Grad,
     ws: &mut Workspace,
+    prec: Precision,
 ) -> Vec<f32> {
     let (c, h, w) = dims;
     let (oh, ow) = resampled(rb.resample, h, w);
     let (hw, ohw, co) = (h * w, oh * ow, rb.cout);
     let mut g3 = ws.take(n * co * ohw);
-    rb.out_conv.backward_input(&gy.d, n, oh, ow, &mut g3, false);
+    rb.out_conv.backward_input_p(&gy.d, n, oh, ow, &mut g3, false, prec);
     let mut g2 = ws.take(n * co * ohw);
     if rb.scale_shift {
         let (scale, shift) = scale_shift(eo, n, co);
@@ -160,7 +163,7 @@ fn res_backward(
     }
     ws.give(g3);
     let mut g1 = ws.take(n * c * ohw);
-    rb.in_conv.backward_input(&g2, n, oh, ow, &mut g1, false);
+    rb.in_conv.backward_input_p(&g2, n, oh, ow, &mut g1, false, prec);
     ws.give(g2);
     if rb.resample != Resample::None {
         let mut t = ws.take(n * c * hw);
@@ -173,7 +176,7 @@ fn res_backward(
     // Skip path.
     let gs_owned = rb.skip.as_ref().map(|k| {
         let mut t = ws.take(n * c * ohw);
-        k.backward_input(&gy.d, n, oh, ow, &mut t, false);
+        k.backward_input_p(&gy.d, n, oh, ow, &mut t, false, prec);
         t
     });
     let gs: &[f32] = gs_owned.as_deref().unwrap_or(&gy.d);

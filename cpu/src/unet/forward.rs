@@ -4,7 +4,7 @@
 use super::model::{Layer, ResBlock, Resample, UNet};
 use crate::error::{Error, Result};
 use crate::nn::resample::{avgpool2, upsample2};
-use crate::nn::NormMod;
+use crate::nn::{NormMod, Precision};
 use crate::tensor::Tensor;
 use std::rc::Rc;
 
@@ -236,6 +236,7 @@ impl UNet {
     ) -> Result<Tensor> {
         self.check_input(x, t)?;
         let n = x.n();
+        let prec = self.precision;
         let emb = self.embed(t);
         let mut d = ws.take(x.data().len());
         d.copy_from_slice(x.data());
@@ -279,7 +280,7 @@ impl UNet {
         self.out_norm.forward(&h.d, n, hh * ww, None, true, &mut g);
         let oc = self.cfg.out_channels;
         let mut out = vec![0.0; n * oc * hh * ww];
-        self.out_conv.forward(&g, n, hh, ww, &mut out, None, false);
+        self.out_conv.forward_p(&g, n, hh, ww, &mut out, None, false, prec);
         ws.give(g);
         match tape {
             Some(tp) => tp.entries.push(Entry::Out { x: h }),
@@ -308,15 +309,16 @@ impl UNet {
         keep_input: bool,
     ) -> A {
         let dims = (x.c, x.h, x.w);
+        let prec = self.precision;
         let (out, entry) = match l {
             Layer::Conv(c) => {
                 let (oh, ow) = c.out_hw(x.h, x.w);
                 let mut o = ws.take(n * c.cout * oh * ow);
-                c.forward(&x.d, n, x.h, x.w, &mut o, None, false);
+                c.forward_p(&x.d, n, x.h, x.w, &mut o, None, false, prec);
                 (Act { d: o, c: c.cout, h: oh, w: ow }, Entry::Conv { dims })
             }
             Layer::Res(rb) => {
-                let (o, h2, eo) = res_forward(rb, &x, emb, n, ws);
+                let (o, h2, eo) = res_forward(rb, &x, emb, n, ws, prec);
                 let xs = if keep_input { Some(x.clone()) } else { None };
                 (o, Entry::Res { x: xs, dims, h2, emb_out: eo })
             }
@@ -331,7 +333,7 @@ impl UNet {
                 let (oh, ow) = (x.h / 2, x.w / 2);
                 let mut o = ws.take(n * x.c * oh * ow);
                 match conv {
-                    Some(c) => c.forward(&x.d, n, x.h, x.w, &mut o, None, false),
+                    Some(c) => c.forward_p(&x.d, n, x.h, x.w, &mut o, None, false, prec),
                     None => avgpool2(&x.d, n * x.c, x.h, x.w, &mut o),
                 }
                 (Act { d: o, c: x.c, h: oh, w: ow }, Entry::Down { dims })
@@ -342,7 +344,7 @@ impl UNet {
                 upsample2(&x.d, n * x.c, x.h, x.w, &mut o);
                 if let Some(c) = conv {
                     let mut o2 = ws.take(n * c.cout * oh * ow);
-                    c.forward(&o, n, oh, ow, &mut o2, None, false);
+                    c.forward_p(&o, n, oh, ow, &mut o2, None, false, prec);
                     ws.give(std::mem::replace(&mut o, o2));
                 }
                 (Act { d: o, c: x.c, h: oh, w: ow }, Entry::Up { dims })
@@ -406,7 +408,14 @@ pub(crate) fn scale_shift(eo: &[f32], n: usize, cout: usize) -> (Vec<f32>, Vec<f
 
 /// A ResBlock's forward pass; returns the output, the pre-norm `h2` (after the embedding is
 /// added when there is no scale-shift) and the embedding projection.
-fn res_forward(rb: &ResBlock, x: &Act, emb: &[f32], n: usize, ws: &mut Workspace) -> (Act, Vec<f32>, Vec<f32>) {
+fn res_forward(
+    rb: &ResBlock,
+    x: &Act,
+    emb: &[f32],
+    n: usize,
+    ws: &mut Workspace,
+    prec: Precision,
+) -> (Act, Vec<f32>, Vec<f32>) {
     let (c, h, w) = (x.c, x.h, x.w);
     let (oh, ow) = resampled(rb.resample, h, w);
     let (hw, ohw) = (h * w, oh * ow);
@@ -423,7 +432,7 @@ fn res_forward(rb: &ResBlock, x: &Act, emb: &[f32], n: usize, ws: &mut Workspace
     }
     let co = rb.cout;
     let mut h2 = ws.take(n * co * ohw);
-    rb.in_conv.forward(&h1, n, oh, ow, &mut h2, None, false);
+    rb.in_conv.forward_p(&h1, n, oh, ow, &mut h2, None, false, prec);
     ws.give(h1);
     let mut eo = vec![0.0; n * rb.emb.fout];
     rb.emb.forward(emb, n, true, &mut eo);
@@ -441,10 +450,10 @@ fn res_forward(rb: &ResBlock, x: &Act, emb: &[f32], n: usize, ws: &mut Workspace
     let xsr: &[f32] = xs.as_deref().unwrap_or(&x.d);
     match &rb.skip {
         Some(k) => {
-            k.forward(xsr, n, oh, ow, &mut out, None, false);
-            rb.out_conv.forward(&h3, n, oh, ow, &mut out, None, true);
+            k.forward_p(xsr, n, oh, ow, &mut out, None, false, prec);
+            rb.out_conv.forward_p(&h3, n, oh, ow, &mut out, None, true, prec);
         }
-        None => rb.out_conv.forward(&h3, n, oh, ow, &mut out, Some(xsr), false),
+        None => rb.out_conv.forward_p(&h3, n, oh, ow, &mut out, Some(xsr), false, prec),
     }
     ws.give(h3);
     if let Some(xr) = xs {

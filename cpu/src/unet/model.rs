@@ -4,7 +4,7 @@
 use super::config::UNetConfig;
 use super::weights::WeightSource;
 use crate::error::Result;
-use crate::nn::{AttentionBlock, Conv2d, GroupNorm, Linear};
+use crate::nn::{AttentionBlock, Conv2d, GroupNorm, Linear, Precision};
 
 /// Up- or down-sampling inside a ResBlock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub struct UNet {
     pub(crate) out_norm: GroupNorm,
     pub(crate) out_conv: Conv2d,
     params: usize,
+    pub(crate) precision: Precision,
 }
 
 struct Builder<'a> {
@@ -197,12 +198,33 @@ impl UNet {
         let out_conv = b.conv("out.2", ch, cfg.out_channels, 3, 1)?;
         let params = b.params;
         b.w.finish()?;
-        Ok(UNet { cfg: cfg.clone(), time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv, params })
+        Ok(UNet {
+            cfg: cfg.clone(),
+            time0,
+            time2,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm,
+            out_conv,
+            params,
+            precision: Precision::F32,
+        })
     }
 
     /// The configuration.
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    /// Sets the convolutions' arithmetic (bf16 needs AVX512-BF16; without it f32 is used).
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
+    }
+
+    /// The convolutions' arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Number of parameters.
