@@ -94,3 +94,19 @@ fn vjp_matches_finite_differences_on_all_variants() {
         }
     }
 }
+
+#[test]
+fn lean_backward_gives_identical_gradients() {
+    let io = golden("adm_tiny_io");
+    let mut m = load_model(&ModelSource::Path(common::data("golden/adm_tiny.safetensors")), None).unwrap();
+    let (x, g) = (tensor(&io, "x"), tensor(&io, "g"));
+    let t = io.f32("t_f32").unwrap().1;
+    let mut ws = Workspace::new();
+    let grad = |u: &diffinv::cpu::unet::UNet, ws: &mut Workspace| {
+        let (_, tape) = u.forward_with_tape(&x, &t, ws).unwrap();
+        u.vjp(tape, &g, ws).unwrap()
+    };
+    let cached = grad(&m.unet, &mut ws);
+    m.unet.set_lean_backward(true);
+    assert_eq!(grad(&m.unet, &mut ws).data(), cached.data());
+}

@@ -83,37 +83,47 @@ fn to_pairs(src: &[f32], kc: usize, nq: usize, nr: usize, dst: &mut [f32]) {
 impl PackedA {
     /// Packs the `m x k` matrix with element `(i, p)` at `a[i*rs + p*cs]`.
     pub fn pack(m: usize, k: usize, a: &[f32], rs: usize, cs: usize) -> Self {
-        let panels = m.div_ceil(MR);
-        let mut data = vec![0.0; panels * k * MR];
-        for p in 0..panels {
-            let dst = &mut data[p * k * MR..(p + 1) * k * MR];
-            for r in 0..MR.min(m - p * MR) {
-                let row = p * MR + r;
-                for kk in 0..k {
-                    dst[kk * MR + r] = a[row * rs + kk * cs];
-                }
-            }
-        }
-        PackedA { m, k, data, bf16: false }
+        Self::pack_with(m, k, false, |i, p| a[i * rs + p * cs])
     }
 
     /// Packs for the bf16 kernel (rounding to nearest even).
     pub fn pack_bf16(m: usize, k: usize, a: &[f32], rs: usize, cs: usize) -> Self {
+        Self::pack_with(m, k, true, |i, p| a[i * rs + p * cs])
+    }
+
+    /// Packs the `m x k` matrix whose element `(i, p)` is `at(i, p)`, in the f32 or bf16 layout;
+    /// no intermediate copy of the matrix is made.
+    pub fn pack_with(m: usize, k: usize, bf16: bool, at: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        use rayon::prelude::*;
         let panels = m.div_ceil(MR);
-        let kp = k.div_ceil(2);
-        let mut data = vec![0.0; panels * kp * MR];
-        for p in 0..panels {
-            let dst = &mut data[p * kp * MR..(p + 1) * kp * MR];
+        let kk = if bf16 { k.div_ceil(2) } else { k };
+        let mut data = vec![0.0; panels * kk * MR];
+        data.par_chunks_mut((kk * MR).max(1)).enumerate().for_each(|(p, dst)| {
             for r in 0..MR.min(m - p * MR) {
                 let row = p * MR + r;
-                for q in 0..kp {
-                    let lo = a[row * rs + 2 * q * cs];
-                    let hi = if 2 * q + 1 < k { a[row * rs + (2 * q + 1) * cs] } else { 0.0 };
-                    dst[q * MR + r] = pair(lo, hi);
+                for q in 0..kk {
+                    dst[q * MR + r] = if bf16 {
+                        let hi = if 2 * q + 1 < k { at(row, 2 * q + 1) } else { 0.0 };
+                        pair(at(row, 2 * q), hi)
+                    } else {
+                        at(row, q)
+                    };
                 }
             }
-        }
-        PackedA { m, k, data, bf16: true }
+        });
+        PackedA { m, k, data, bf16 }
+    }
+
+    /// Element `(i, p)` (f32 layout).
+    #[inline]
+    pub fn get(&self, i: usize, p: usize) -> f32 {
+        debug_assert!(!self.bf16);
+        self.data[(i / MR) * self.k * MR + p * MR + i % MR]
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * self.data.len()
     }
 
     /// Whether this is the bf16 layout.

@@ -1,7 +1,17 @@
 //! 2-D convolution as a GEMM over an implicit im2col view: `out[co, p] = W[co, (ci,ky,kx)] *
 //! col[(ci,ky,kx), p] + bias[co]`, with the weights packed once at load time.
 
+use super::winograd::{self, WinogradWeights};
 use crate::gemm::{default_isa, gemm_with, BSource, DenseB, Epilogue, Isa, PackedA};
+
+/// Feature maps at least this wide run 3x3 stride-1 convolutions by Winograd F(2x2, 3x3).
+pub const WINOGRAD_MIN: usize = 16;
+
+/// Whether Winograd is used (`DIFFINV_WINOGRAD=0` turns it off, for comparisons).
+fn winograd_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DIFFINV_WINOGRAD").map_or(true, |v| v != "0"))
+}
 
 /// The arithmetic of the convolutions' GEMMs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,10 +26,7 @@ pub enum Precision {
 /// The A matrix and kernel for a precision: the bf16 packing is made on first use.
 fn pick<'a>(prec: Precision, f32_pack: &'a PackedA, bf16: &'a std::sync::OnceLock<PackedA>) -> (Isa, &'a PackedA) {
     if prec == Precision::Bf16 && Isa::Avx512Bf16.available() {
-        let p = bf16.get_or_init(|| {
-            let (m, k) = (f32_pack.m(), f32_pack.k());
-            PackedA::pack_bf16(m, k, &f32_pack.unpack(), k, 1)
-        });
+        let p = bf16.get_or_init(|| PackedA::pack_with(f32_pack.m(), f32_pack.k(), true, |i, q| f32_pack.get(i, q)));
         (Isa::Avx512Bf16, p)
     } else {
         (default_isa(), f32_pack)
@@ -219,6 +226,9 @@ pub struct Conv2d {
     /// bf16 packings of the weights and of the adjoint's, made on first use.
     packed_bf16: std::sync::OnceLock<PackedA>,
     packed_t_bf16: std::sync::OnceLock<PackedA>,
+    cache_transposed: bool,
+    /// Winograd-transformed weights (forward, adjoint) x (f32, bf16), made on first use.
+    wino: [std::sync::OnceLock<WinogradWeights>; 4],
 }
 
 impl Conv2d {
@@ -246,6 +256,8 @@ impl Conv2d {
             packed_t: std::sync::OnceLock::new(),
             packed_bf16: std::sync::OnceLock::new(),
             packed_t_bf16: std::sync::OnceLock::new(),
+            cache_transposed: true,
+            wino: Default::default(),
         }
     }
 
@@ -298,10 +310,29 @@ impl Conv2d {
         accumulate: bool,
         prec: Precision,
     ) {
-        let a = pick(prec, &self.packed, &self.packed_bf16);
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         assert!(x.len() >= n * il && out.len() >= n * ol, "conv: buffer sizes");
+        if self.winograd_fits(h, w) {
+            self.with_winograd(prec, false, |isa, wts| {
+                winograd::conv3x3(
+                    isa,
+                    wts,
+                    self.cin,
+                    self.cout,
+                    x,
+                    n,
+                    h,
+                    w,
+                    Some(&self.bias),
+                    out,
+                    residual,
+                    accumulate,
+                )
+            });
+            return;
+        }
+        let a = pick(prec, &self.packed, &self.packed_bf16);
         if n > 1 && oh * ow <= FOLD_MAX {
             let b = Im2col::batch(x, n, self.cin, h, w, self.k, self.stride, self.pad);
             folded(a, &b, Some(&self.bias), n, self.cout, oh * ow, out, residual, accumulate);
@@ -322,21 +353,76 @@ impl Conv2d {
         }
     }
 
-    fn transposed(&self) -> &PackedA {
-        self.packed_t.get_or_init(|| {
-            // W'[ci, co, ky, kx] = W[co, ci, k-1-ky, k-1-kx]
-            let kk = self.k * self.k;
-            let weight = self.packed.unpack();
-            let mut wt = vec![0.0; weight.len()];
-            for co in 0..self.cout {
-                for ci in 0..self.cin {
-                    for t in 0..kk {
-                        wt[(ci * self.cout + co) * kk + (kk - 1 - t)] = weight[(co * self.cin + ci) * kk + t];
-                    }
-                }
-            }
-            PackedA::pack(self.cin, self.cout * kk, &wt, self.cout * kk, 1)
+    /// The adjoint's weights `W'[ci, co, ky, kx] = W[co, ci, k-1-ky, k-1-kx]`, packed straight
+    /// from the forward packing.
+    fn pack_transposed(&self, bf16: bool) -> PackedA {
+        let kk = self.k * self.k;
+        let p = &self.packed;
+        PackedA::pack_with(self.cin, self.cout * kk, bf16, |ci, q| {
+            let (co, t) = (q / kk, kk - 1 - q % kk);
+            p.get(co, ci * kk + t)
         })
+    }
+
+    /// Runs `f` with the adjoint's kernel and weights at precision `prec`: cached, or (for large
+    /// models, see [`Conv2d::set_cache_transposed`]) packed for this call only.
+    fn with_transposed<R>(&self, prec: Precision, f: impl FnOnce((Isa, &PackedA)) -> R) -> R {
+        let bf16 = prec == Precision::Bf16 && Isa::Avx512Bf16.available();
+        let isa = if bf16 { Isa::Avx512Bf16 } else { default_isa() };
+        if self.cache_transposed {
+            let cell = if bf16 { &self.packed_t_bf16 } else { &self.packed_t };
+            f((isa, cell.get_or_init(|| self.pack_transposed(bf16))))
+        } else {
+            let p = self.pack_transposed(bf16);
+            f((isa, &p))
+        }
+    }
+
+    fn winograd_fits(&self, h: usize, w: usize) -> bool {
+        self.k == 3 && self.stride == 1 && self.pad == 1 && h >= WINOGRAD_MIN && w >= WINOGRAD_MIN && winograd_on()
+    }
+
+    /// Runs `f` with the Winograd weights of the forward (`adjoint = false`) or adjoint
+    /// convolution at `prec`: cached, or transformed for this call only when the weights are not
+    /// cached (large models, see [`Conv2d::set_cache_transposed`]).
+    fn with_winograd<R>(&self, prec: Precision, adjoint: bool, f: impl FnOnce(Isa, &WinogradWeights) -> R) -> R {
+        let bf16 = prec == Precision::Bf16 && Isa::Avx512Bf16.available();
+        let isa = if bf16 { Isa::Avx512Bf16 } else { default_isa() };
+        let p = &self.packed;
+        let make = || {
+            if adjoint {
+                // W'[ci, co, t] = W[co, ci, 8 - t]
+                WinogradWeights::new(self.cin, self.cout, bf16, |ci, co, t| p.get(co, ci * 9 + 8 - t))
+            } else {
+                WinogradWeights::new(self.cout, self.cin, bf16, |co, ci, t| p.get(co, ci * 9 + t))
+            }
+        };
+        if self.cache_transposed {
+            f(isa, self.wino[2 * usize::from(adjoint) + usize::from(bf16)].get_or_init(make))
+        } else {
+            f(isa, &make())
+        }
+    }
+
+    /// Whether the adjoint's packed weights are kept between calls (default) or packed per call,
+    /// which saves a second copy of the weights at a few percent of backward time.
+    pub fn set_cache_transposed(&mut self, keep: bool) {
+        self.cache_transposed = keep;
+        if !keep {
+            self.packed_t = std::sync::OnceLock::new();
+            self.packed_t_bf16 = std::sync::OnceLock::new();
+            self.wino = Default::default();
+        }
+    }
+
+    /// Bytes of packed weights held.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed.bytes()
+            + [&self.packed_t, &self.packed_bf16, &self.packed_t_bf16]
+                .iter()
+                .map(|c| c.get().map_or(0, PackedA::bytes))
+                .sum::<usize>()
+            + self.wino.iter().map(|c| c.get().map_or(0, WinogradWeights::bytes)).sum::<usize>()
     }
 
     /// The input gradient: `gx (+)= conv^T(gy)` for a batch of `n` images of input size `h x w`.
@@ -362,27 +448,28 @@ impl Conv2d {
         // A stride-1 "same" convolution's adjoint is the same convolution with the flipped,
         // transposed kernel.
         let same = self.stride == 1 && 2 * self.pad + 1 == self.k;
-        if same && n > 1 && h * w <= FOLD_MAX {
-            let b = Im2col::batch(gy, n, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
-            folded(
-                pick(prec, self.transposed(), &self.packed_t_bf16),
-                &b,
-                None,
-                n,
-                self.cin,
-                h * w,
-                gx,
-                None,
-                accumulate,
-            );
+        if self.winograd_fits(h, w) {
+            self.with_winograd(prec, true, |isa, wts| {
+                winograd::conv3x3(isa, wts, self.cout, self.cin, gy, n, h, w, None, gx, None, accumulate)
+            });
             return;
         }
-        let epi = Epilogue { accumulate, ..Default::default() };
-        for i in 0..n {
-            let gyi = &gy[i * ol..(i + 1) * ol];
-            let gxi = &mut gx[i * il..(i + 1) * il];
-            if same {
-                let wt = pick(prec, self.transposed(), &self.packed_t_bf16);
+        if !same {
+            for i in 0..n {
+                self.backward_col2im(&gy[i * ol..(i + 1) * ol], h, w, &mut gx[i * il..(i + 1) * il], accumulate);
+            }
+            return;
+        }
+        self.with_transposed(prec, |wt| {
+            if n > 1 && h * w <= FOLD_MAX {
+                let b = Im2col::batch(gy, n, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
+                folded(wt, &b, None, n, self.cin, h * w, gx, None, accumulate);
+                return;
+            }
+            let epi = Epilogue { accumulate, ..Default::default() };
+            for i in 0..n {
+                let gyi = &gy[i * ol..(i + 1) * ol];
+                let gxi = &mut gx[i * il..(i + 1) * il];
                 if self.k == 1 {
                     let b = DenseB { data: gyi, k: self.cout, n: h * w, rs: h * w, cs: 1 };
                     gemm(wt, &b, gxi, h * w, epi);
@@ -390,10 +477,8 @@ impl Conv2d {
                     let b = Im2col::new(gyi, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
                     gemm(wt, &b, gxi, h * w, epi);
                 }
-            } else {
-                self.backward_col2im(gyi, h, w, gxi, accumulate);
             }
-        }
+        });
     }
 
     /// General adjoint: `dcol = W^T gy`, then scatter-add the columns back (col2im).

@@ -9,6 +9,7 @@ pub mod conv;
 pub mod linear;
 pub mod norm;
 pub mod resample;
+pub mod winograd;
 
 pub use attention::{AttentionBlock, AttentionOrder};
 pub use conv::{Conv2d, Precision};

@@ -1,0 +1,247 @@
+//! 3x3 stride-1 "same" convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray
+//! 2016): each 2x2 output tile costs 16 multiply-adds per channel pair instead of 36. The 16
+//! element-wise products become 16 GEMMs over tiles, `M_e = U_e V_e` with `U_e` (Cout x Cin) the
+//! transformed weights and `V_e` (Cin x tiles) the transformed input, run on the packed kernels
+//! (f32 or bf16), between an input and an output transform. Tiles of all images of the batch
+//! are processed together in chunks, so the per-element sums do not depend on the batch.
+
+use crate::gemm::{gemm_with, DenseB, Epilogue, Isa, PackedA};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Tiles per chunk: a chunk's transformed input and products fit in L2/L3.
+const CHUNK: usize = 1024;
+
+/// The 16 transformed weight matrices `U_e = (G g G^T)_e`, each packed `Cout x Cin`.
+#[derive(Clone, Debug)]
+pub struct WinogradWeights {
+    /// `U` per position `e = 4 xi + nu` of the 4x4 tile.
+    pub u: Vec<PackedA>,
+}
+
+/// `G g G^T` of a 3x3 kernel: `G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]`.
+fn transform_kernel(g: &[f32; 9]) -> [f32; 16] {
+    let gm = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0f64]];
+    let mut t = [[0.0f64; 3]; 4];
+    for i in 0..4 {
+        for j in 0..3 {
+            t[i][j] = (0..3).map(|k| gm[i][k] * g[k * 3 + j] as f64).sum();
+        }
+    }
+    let mut u = [0.0f32; 16];
+    for i in 0..4 {
+        for j in 0..4 {
+            u[i * 4 + j] = (0..3).map(|k| t[i][k] * gm[j][k]).sum::<f64>() as f32;
+        }
+    }
+    u
+}
+
+impl WinogradWeights {
+    /// Transforms the OIHW 3x3 weights given by `w(co, ci, ky*3 + kx)`.
+    pub fn new(cout: usize, cin: usize, bf16: bool, w: impl Fn(usize, usize, usize) -> f32 + Sync) -> Self {
+        let uall: Vec<[f32; 16]> = (0..cout * cin)
+            .into_par_iter()
+            .map(|oc| {
+                let (co, ci) = (oc / cin, oc % cin);
+                let mut g = [0.0f32; 9];
+                for (t, v) in g.iter_mut().enumerate() {
+                    *v = w(co, ci, t);
+                }
+                transform_kernel(&g)
+            })
+            .collect();
+        let u = (0..16).map(|e| PackedA::pack_with(cout, cin, bf16, |co, ci| uall[co * cin + ci][e])).collect();
+        WinogradWeights { u }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.u.iter().map(PackedA::bytes).sum()
+    }
+}
+
+thread_local! {
+    static BUF: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+// SAFETY: tasks write disjoint channels.
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+impl Ptr {
+    /// The pointer; a method, so closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out = conv3x3(x) + bias (+ residual) (+ out if accumulate)` for `n` images of `cin x h x w`
+/// (zero padding 1, stride 1), through `wts`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3(
+    isa: Isa,
+    wts: &WinogradWeights,
+    cin: usize,
+    cout: usize,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    accumulate: bool,
+) {
+    let (ty, tx) = (h.div_ceil(2), w.div_ceil(2));
+    let rows_total = n * ty;
+    // A chunk is a run of whole tile rows (each row belongs to one image).
+    let rows_per_chunk = (CHUNK / tx).clamp(1, rows_total);
+    let chunk = rows_per_chunk * tx;
+    let (mut v, mut m) = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    v.resize(16 * cin * chunk, 0.0);
+    m.resize(16 * cout * chunk, 0.0);
+    let optr = Ptr(out.as_mut_ptr());
+    let mut r0 = 0;
+    while r0 < rows_total {
+        let nrows = rows_per_chunk.min(rows_total - r0);
+        let tc = nrows * tx;
+        let vp = Ptr(v.as_mut_ptr());
+        (0..cin).into_par_iter().for_each(|ci| {
+            let mut prow = vec![0.0f32; 4 * (2 * tx + 2)];
+            let mut hh = vec![0.0f32; 16 * tx];
+            for rr in 0..nrows {
+                let row = r0 + rr;
+                let (img, tyi) = (row / ty, row % ty);
+                let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
+                input_row(plane, h, w, tx, tyi, &mut prow, &mut hh);
+                // SAFETY: channel ci's slots of V are written by this task only.
+                let dst = |e: usize| unsafe {
+                    std::slice::from_raw_parts_mut(vp.get().add((e * cin + ci) * chunk + rr * tx), tx)
+                };
+                for c in 0..4 {
+                    let (d0, d1, d2, d3) = (
+                        &hh[c * tx..(c + 1) * tx],
+                        &hh[(4 + c) * tx..(5 + c) * tx],
+                        &hh[(8 + c) * tx..(9 + c) * tx],
+                        &hh[(12 + c) * tx..(13 + c) * tx],
+                    );
+                    vertical(d0, d1, d2, d3, dst(c), dst(4 + c), dst(8 + c), dst(12 + c));
+                }
+            }
+        });
+        for e in 0..16 {
+            let b = DenseB { data: &v[e * cin * chunk..(e + 1) * cin * chunk], k: cin, n: tc, rs: chunk, cs: 1 };
+            gemm_with(isa, &wts.u[e], &b, &mut m[e * cout * chunk..(e + 1) * cout * chunk], chunk, Epilogue::default());
+        }
+        let mr = &m;
+        (0..cout).into_par_iter().for_each(|co| {
+            let bv = bias.map_or(0.0, |b| b[co]);
+            let mut s = vec![0.0f32; 8 * tx];
+            for rr in 0..nrows {
+                let row = r0 + rr;
+                let (img, tyi) = (row / ty, row % ty);
+                let src = |e: usize| &mr[(e * cout + co) * chunk + rr * tx..(e * cout + co) * chunk + (rr + 1) * tx];
+                // A^T M: rows 0 and 1 of the 2x4 intermediate, per column c.
+                for c in 0..4 {
+                    let (m0, m1, m2, m3) = (src(c), src(4 + c), src(8 + c), src(12 + c));
+                    let (a, b) = s.split_at_mut(4 * tx);
+                    combine(m0, m1, m2, m3, &mut a[c * tx..(c + 1) * tx], &mut b[c * tx..(c + 1) * tx]);
+                }
+                for r in 0..2 {
+                    let oy = 2 * tyi + r;
+                    if oy >= h {
+                        continue;
+                    }
+                    let base = (img * cout + co) * h * w + oy * w;
+                    // SAFETY: channel co of every image is written by this task only.
+                    let orow = unsafe { std::slice::from_raw_parts_mut(optr.get().add(base), w) };
+                    let res = residual.map(|rs| &rs[base..base + w]);
+                    let sr = &s[r * 4 * tx..(r + 1) * 4 * tx];
+                    output_row(sr, tx, w, bv, res, accumulate, orow);
+                }
+            }
+        });
+        r0 += nrows;
+    }
+    BUF.with(|b| *b.borrow_mut() = (v, m));
+}
+
+/// The horizontal transform of the four input rows of tile row `tyi`: `hh[(r*4 + c)*tx + j]` =
+/// component c of `(d B)` for row r of tile j (`prow` is scratch for the zero-padded rows).
+#[inline]
+fn input_row(plane: &[f32], h: usize, w: usize, tx: usize, tyi: usize, prow: &mut [f32], hh: &mut [f32]) {
+    let pw = 2 * tx + 2;
+    for r in 0..4 {
+        let p = &mut prow[r * pw..(r + 1) * pw];
+        let yy = (2 * tyi + r) as isize - 1;
+        p.fill(0.0);
+        if yy >= 0 && (yy as usize) < h {
+            let src = &plane[yy as usize * w..(yy as usize + 1) * w];
+            p[1..1 + w].copy_from_slice(src);
+        }
+        let (h0, rest) = hh[r * 4 * tx..(r + 1) * 4 * tx].split_at_mut(tx);
+        let (h1, rest) = rest.split_at_mut(tx);
+        let (h2, h3) = rest.split_at_mut(tx);
+        for j in 0..tx {
+            let (a, b, c, d) = (p[2 * j], p[2 * j + 1], p[2 * j + 2], p[2 * j + 3]);
+            h0[j] = a - c;
+            h1[j] = b + c;
+            h2[j] = c - b;
+            h3[j] = b - d;
+        }
+    }
+}
+
+/// The vertical transform `B^T (.)` of one component over a tile row (contiguous over tiles).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn vertical(
+    d0: &[f32],
+    d1: &[f32],
+    d2: &[f32],
+    d3: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+) {
+    for j in 0..d0.len() {
+        o0[j] = d0[j] - d2[j];
+        o1[j] = d1[j] + d2[j];
+        o2[j] = d2[j] - d1[j];
+        o3[j] = d1[j] - d3[j];
+    }
+}
+
+/// `A^T (.)` over rows: `s0 = m0 + m1 + m2`, `s1 = m1 - m2 - m3` (contiguous over tiles).
+#[inline]
+fn combine(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], s0: &mut [f32], s1: &mut [f32]) {
+    for j in 0..m0.len() {
+        s0[j] = m0[j] + m1[j] + m2[j];
+        s1[j] = m1[j] - m2[j] - m3[j];
+    }
+}
+
+/// `(.) A` over columns for one output row, plus bias, residual and the previous value.
+#[inline]
+fn output_row(s: &[f32], tx: usize, w: usize, bias: f32, res: Option<&[f32]>, accumulate: bool, out: &mut [f32]) {
+    let (c0, rest) = s.split_at(tx);
+    let (c1, rest) = rest.split_at(tx);
+    let (c2, c3) = rest.split_at(tx);
+    for j in 0..tx {
+        let pair = [c0[j] + c1[j] + c2[j], c1[j] - c2[j] - c3[j]];
+        for (k, &v) in pair.iter().enumerate() {
+            let xx = 2 * j + k;
+            if xx < w {
+                let mut val = v + bias;
+                if let Some(r) = res {
+                    val += r[xx];
+                }
+                out[xx] = if accumulate { out[xx] + val } else { val };
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Convolutions against a naive reference, over sizes that take every path (direct GEMM, batch
+//! folded, Winograd F(2x2, 3x3)), and the adjoint identity of `backward_input`.
+
+use diffinv_core::NoiseStream;
+use diffinv_cpu::nn::Conv2d;
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0f32; n];
+    NoiseStream::new(seed, 0).fill_normal(&mut v);
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    wd: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<f64> {
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (wd + 2 * p - k) / s + 1);
+    let mut y = vec![0.0f64; n * cout * oh * ow];
+    for i in 0..n {
+        for co in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[co] as f64;
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) =
+                                    ((oy * s + ky) as isize - p as isize, (ox * s + kx) as isize - p as isize);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    acc += w[((co * cin + ci) * k + ky) * k + kx] as f64
+                                        * x[((i * cin + ci) * h + iy as usize) * wd + ix as usize] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[((i * cout + co) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn every_conv_path_matches_the_naive_convolution() {
+    // (n, cin, cout, h, w, k, stride): 3x3 at >= 16 px takes Winograd; small maps with n > 1 fold.
+    let cases = [
+        (1, 3, 8, 16, 16, 3, 1),
+        (2, 5, 7, 17, 21, 3, 1),
+        (3, 4, 6, 8, 8, 3, 1),
+        (1, 6, 4, 33, 18, 3, 1),
+        (2, 4, 5, 12, 12, 1, 1),
+        (1, 3, 4, 15, 15, 5, 1),
+        (2, 3, 5, 16, 16, 3, 2),
+        (1, 2, 3, 40, 40, 3, 1),
+    ];
+    for (t, &(n, cin, cout, h, w, k, s)) in cases.iter().enumerate() {
+        let p = k / 2;
+        let x = randn(n * cin * h * w, 10 + t as u64);
+        let wt = randn(cout * cin * k * k, 20 + t as u64);
+        let b = randn(cout, 30 + t as u64);
+        let conv = Conv2d::new(wt.clone(), Some(b.clone()), cin, cout, k, s, p);
+        let (oh, ow) = conv.out_hw(h, w);
+        let mut y = vec![0.0f32; n * cout * oh * ow];
+        conv.forward(&x, n, h, w, &mut y, None, false);
+        let want = naive(&x, &wt, &b, n, cin, cout, h, w, k, s, p);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let e = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
+        assert!(e < 1e-5, "case {t} {n}x{cin}->{cout} {h}x{w} k{k} s{s}: {e:.2e}");
+        // Adjoint: <conv(x) - bias, g> = <x, conv^T g>.
+        let g = randn(n * cout * oh * ow, 40 + t as u64);
+        let mut gx = vec![0.0f32; n * cin * h * w];
+        conv.backward_input(&g, n, h, w, &mut gx, false);
+        let mut yb = y.clone();
+        for i in 0..n {
+            for co in 0..cout {
+                yb[(i * cout + co) * oh * ow..(i * cout + co + 1) * oh * ow].iter_mut().for_each(|v| *v -= b[co]);
+            }
+        }
+        let l: f64 = yb.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let r: f64 = x.iter().zip(&gx).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "case {t} adjoint: {l} vs {r}");
+    }
+}
