@@ -244,3 +244,31 @@ fn json_fields_of_restore_are_the_documented_ones() {
     }
     assert_eq!(v["nfe"], 5);
 }
+
+#[test]
+fn ctrl_c_leaves_no_output() {
+    let d = tmp("sigint");
+    let out = d.join("out.png");
+    let mut child = bin()
+        .args([
+            "restore",
+            "--task",
+            "inpaint-box",
+            "--method",
+            "dps",
+            "--from-clean",
+            s(&data("celeba64/009501.png")),
+            "-o",
+            s(&out),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(4000));
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    assert!(!out.exists(), "no output after an interruption");
+    let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+    assert!(left.is_empty(), "no temporary files left: {left:?}");
+}

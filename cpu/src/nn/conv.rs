@@ -296,7 +296,7 @@ impl Conv2d {
         self.forward_p(x, n, h, w, out, residual, accumulate, Precision::F32)
     }
 
-    /// [`Conv2d::forward`] at a chosen precision. Maps up to [`FOLD_MAX`] pixels fold the batch
+    /// [`Conv2d::forward`] at a chosen precision. Maps up to 32x32 pixels fold the batch
     /// into one GEMM.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_p(
