@@ -245,6 +245,15 @@ const SHARED_B_MAX: usize = 4 << 20;
 
 /// [`gemm`] with an explicit kernel (which must be available).
 pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
+    gemm_run(isa, a, b, c, ldc, epi, true)
+}
+
+/// [`gemm_with`] on the calling thread only (for callers that parallelise above it).
+pub fn gemm_serial(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
+    gemm_run(isa, a, b, c, ldc, epi, false)
+}
+
+fn gemm_run(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>, parallel: bool) {
     assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
     assert_eq!(isa.is_bf16(), a.bf16, "the packing of A does not match kernel {}", isa.name());
     let (m, k, n) = (a.m, a.k, b.n());
@@ -259,8 +268,8 @@ pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: us
     let cptr = SendPtr(c.as_mut_ptr());
     let n_blocks = n.div_ceil(NC);
     let panels = m.div_ceil(MR);
-    let want = 4 * rayon::current_num_threads();
-    let small = k * n * m < 32 * 1024;
+    let want = if parallel { 4 * rayon::current_num_threads() } else { 1 };
+    let small = k * n * m < 32 * 1024 || !parallel;
     // With few column blocks the tasks must split the rows too, and would each re-pack the same
     // B panels: when the whole packed B is small, pack it once and share it.
     if !small && n_blocks < want && k * n.div_ceil(isa.nr()) * isa.nr() <= SHARED_B_MAX {

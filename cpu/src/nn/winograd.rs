@@ -5,12 +5,12 @@
 //! (f32 or bf16), between an input and an output transform. Tiles of all images of the batch
 //! are processed together in chunks, so the per-element sums do not depend on the batch.
 
-use crate::gemm::{gemm_with, DenseB, Epilogue, Isa, PackedA};
+use crate::gemm::{gemm_serial, DenseB, Epilogue, Isa, PackedA};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Tiles per chunk: a chunk's transformed input and products fit in L2/L3.
-const CHUNK: usize = 1024;
+/// Tiles per chunk: a chunk's transformed input and products stay in a core's L2.
+const CHUNK: usize = 64;
 
 /// The 16 transformed weight matrices `U_e = (G g G^T)_e`, each packed `Cout x Cin`.
 #[derive(Clone, Debug)]
@@ -62,12 +62,22 @@ impl WinogradWeights {
 }
 
 thread_local! {
-    static BUF: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static BUF: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// One worker's buffers.
+#[derive(Default)]
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+    prow: Vec<f32>,
+    hh: Vec<f32>,
+    s: Vec<f32>,
 }
 
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
-// SAFETY: tasks write disjoint channels.
+// SAFETY: chunks write disjoint output rows.
 unsafe impl Send for Ptr {}
 unsafe impl Sync for Ptr {}
 
@@ -79,7 +89,9 @@ impl Ptr {
 }
 
 /// `out = conv3x3(x) + bias (+ residual) (+ out if accumulate)` for `n` images of `cin x h x w`
-/// (zero padding 1, stride 1), through `wts`.
+/// (zero padding 1, stride 1), through `wts`. Work is split into chunks of whole tile rows, each
+/// transformed, multiplied (16 single-threaded GEMMs) and transformed back by one worker, with
+/// its buffers in that core's cache.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     isa: Isa,
@@ -97,76 +109,91 @@ pub fn conv3x3(
 ) {
     let (ty, tx) = (h.div_ceil(2), w.div_ceil(2));
     let rows_total = n * ty;
-    // A chunk is a run of whole tile rows (each row belongs to one image).
     let rows_per_chunk = (CHUNK / tx).clamp(1, rows_total);
-    let chunk = rows_per_chunk * tx;
-    let (mut v, mut m) = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    v.resize(16 * cin * chunk, 0.0);
-    m.resize(16 * cout * chunk, 0.0);
+    let chunks = rows_total.div_ceil(rows_per_chunk);
     let optr = Ptr(out.as_mut_ptr());
-    let mut r0 = 0;
-    while r0 < rows_total {
-        let nrows = rows_per_chunk.min(rows_total - r0);
-        let tc = nrows * tx;
-        let vp = Ptr(v.as_mut_ptr());
-        (0..cin).into_par_iter().for_each(|ci| {
-            let mut prow = vec![0.0f32; 4 * (2 * tx + 2)];
-            let mut hh = vec![0.0f32; 16 * tx];
-            for rr in 0..nrows {
-                let row = r0 + rr;
-                let (img, tyi) = (row / ty, row % ty);
-                let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
-                input_row(plane, h, w, tx, tyi, &mut prow, &mut hh);
-                // SAFETY: channel ci's slots of V are written by this task only.
-                let dst = |e: usize| unsafe {
-                    std::slice::from_raw_parts_mut(vp.get().add((e * cin + ci) * chunk + rr * tx), tx)
-                };
-                for c in 0..4 {
-                    let (d0, d1, d2, d3) = (
-                        &hh[c * tx..(c + 1) * tx],
-                        &hh[(4 + c) * tx..(5 + c) * tx],
-                        &hh[(8 + c) * tx..(9 + c) * tx],
-                        &hh[(12 + c) * tx..(13 + c) * tx],
-                    );
-                    vertical(d0, d1, d2, d3, dst(c), dst(4 + c), dst(8 + c), dst(12 + c));
-                }
-            }
-        });
-        for e in 0..16 {
-            let b = DenseB { data: &v[e * cin * chunk..(e + 1) * cin * chunk], k: cin, n: tc, rs: chunk, cs: 1 };
-            gemm_with(isa, &wts.u[e], &b, &mut m[e * cout * chunk..(e + 1) * cout * chunk], chunk, Epilogue::default());
-        }
-        let mr = &m;
-        (0..cout).into_par_iter().for_each(|co| {
-            let bv = bias.map_or(0.0, |b| b[co]);
-            let mut s = vec![0.0f32; 8 * tx];
-            for rr in 0..nrows {
-                let row = r0 + rr;
-                let (img, tyi) = (row / ty, row % ty);
-                let src = |e: usize| &mr[(e * cout + co) * chunk + rr * tx..(e * cout + co) * chunk + (rr + 1) * tx];
-                // A^T M: rows 0 and 1 of the 2x4 intermediate, per column c.
-                for c in 0..4 {
-                    let (m0, m1, m2, m3) = (src(c), src(4 + c), src(8 + c), src(12 + c));
-                    let (a, b) = s.split_at_mut(4 * tx);
-                    combine(m0, m1, m2, m3, &mut a[c * tx..(c + 1) * tx], &mut b[c * tx..(c + 1) * tx]);
-                }
-                for r in 0..2 {
-                    let oy = 2 * tyi + r;
-                    if oy >= h {
-                        continue;
+    (0..chunks).into_par_iter().for_each(|ci_chunk| {
+        BUF.with(|buf| {
+            let sc = &mut *buf.borrow_mut();
+            let r0 = ci_chunk * rows_per_chunk;
+            let nrows = rows_per_chunk.min(rows_total - r0);
+            let tc = nrows * tx;
+            sc.v.resize(16 * cin * tc, 0.0);
+            sc.m.resize(16 * cout * tc, 0.0);
+            sc.prow.resize(4 * (2 * tx + 2), 0.0);
+            sc.hh.resize(16 * tx, 0.0);
+            sc.s.resize(8 * tx, 0.0);
+            // Input transform: V[e][ci][t] = (B^T d B)_e of tile t's 4x4 patch.
+            for ci in 0..cin {
+                for rr in 0..nrows {
+                    let row = r0 + rr;
+                    let (img, tyi) = (row / ty, row % ty);
+                    let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
+                    input_row(plane, h, w, tx, tyi, &mut sc.prow, &mut sc.hh);
+                    for c in 0..4 {
+                        let hh = &sc.hh;
+                        let (d0, d1, d2, d3) = (
+                            &hh[c * tx..(c + 1) * tx],
+                            &hh[(4 + c) * tx..(5 + c) * tx],
+                            &hh[(8 + c) * tx..(9 + c) * tx],
+                            &hh[(12 + c) * tx..(13 + c) * tx],
+                        );
+                        let at = |e: usize| (e * cin + ci) * tc + rr * tx;
+                        let v = sc.v.as_mut_ptr();
+                        // SAFETY: the four destination rows are disjoint slices of v.
+                        let (o0, o1, o2, o3) = unsafe {
+                            (
+                                std::slice::from_raw_parts_mut(v.add(at(c)), tx),
+                                std::slice::from_raw_parts_mut(v.add(at(4 + c)), tx),
+                                std::slice::from_raw_parts_mut(v.add(at(8 + c)), tx),
+                                std::slice::from_raw_parts_mut(v.add(at(12 + c)), tx),
+                            )
+                        };
+                        vertical(d0, d1, d2, d3, o0, o1, o2, o3);
                     }
-                    let base = (img * cout + co) * h * w + oy * w;
-                    // SAFETY: channel co of every image is written by this task only.
-                    let orow = unsafe { std::slice::from_raw_parts_mut(optr.get().add(base), w) };
-                    let res = residual.map(|rs| &rs[base..base + w]);
-                    let sr = &s[r * 4 * tx..(r + 1) * 4 * tx];
-                    output_row(sr, tx, w, bv, res, accumulate, orow);
+                }
+            }
+            // The 16 products.
+            for e in 0..16 {
+                let b = DenseB { data: &sc.v[e * cin * tc..(e + 1) * cin * tc], k: cin, n: tc, rs: tc, cs: 1 };
+                gemm_serial(isa, &wts.u[e], &b, &mut sc.m[e * cout * tc..(e + 1) * cout * tc], tc, Epilogue::default());
+            }
+            // Output transform: Y = A^T M A, plus bias and residual; this chunk's rows only.
+            for co in 0..cout {
+                let bv = bias.map_or(0.0, |b| b[co]);
+                for rr in 0..nrows {
+                    let row = r0 + rr;
+                    let (img, tyi) = (row / ty, row % ty);
+                    let m = &sc.m;
+                    let src = |e: usize| &m[(e * cout + co) * tc + rr * tx..(e * cout + co) * tc + (rr + 1) * tx];
+                    {
+                        let (a, b) = sc.s.split_at_mut(4 * tx);
+                        for c in 0..4 {
+                            combine(
+                                src(c),
+                                src(4 + c),
+                                src(8 + c),
+                                src(12 + c),
+                                &mut a[c * tx..(c + 1) * tx],
+                                &mut b[c * tx..(c + 1) * tx],
+                            );
+                        }
+                    }
+                    for r in 0..2 {
+                        let oy = 2 * tyi + r;
+                        if oy >= h {
+                            continue;
+                        }
+                        let base = (img * cout + co) * h * w + oy * w;
+                        // SAFETY: output rows of this chunk's tile rows are written by this worker only.
+                        let orow = unsafe { std::slice::from_raw_parts_mut(optr.get().add(base), w) };
+                        let res = residual.map(|rs| &rs[base..base + w]);
+                        output_row(&sc.s[r * 4 * tx..(r + 1) * 4 * tx], tx, w, bv, res, accumulate, orow);
+                    }
                 }
             }
         });
-        r0 += nrows;
-    }
-    BUF.with(|b| *b.borrow_mut() = (v, m));
+    });
 }
 
 /// The horizontal transform of the four input rows of tile row `tyi`: `hh[(r*4 + c)*tx + j]` =
