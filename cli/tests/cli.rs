@@ -1,6 +1,6 @@
 //! The `diffinv` binary as users meet it: every documented error is one clear line with the right
 //! exit code (1 runtime, 2 usage) and no panic; folder runs continue past bad files and resume;
-//! outputs do not depend on --threads.
+//! outputs do not depend on --threads; `eval` writes its report and resumes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,6 +37,15 @@ fn fails(out: &Output, code: i32, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "'{n}' in: {err}");
     }
+}
+
+/// A folder `dir` holding two dev faces, 009501 and 009502.
+fn two_faces(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["009501.png", "009502.png"] {
+        std::fs::copy(data(&format!("celeba64/{f}")), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
 }
 
 fn s(p: &Path) -> &str {
@@ -153,11 +162,7 @@ fn every_command_has_help_with_examples() {
 #[test]
 fn folders_continue_past_bad_files_and_resume() {
     let d = tmp("folder");
-    let input = d.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    for f in ["009501.png", "009502.png"] {
-        std::fs::copy(data(&format!("celeba64/{f}")), input.join(f)).unwrap();
-    }
+    let input = two_faces(&d.join("in"));
     std::fs::write(input.join("broken.png"), b"not a png").unwrap();
     let out = d.join("out");
     let args =
@@ -174,6 +179,29 @@ fn folders_continue_past_bad_files_and_resume() {
     let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
     assert_eq!(v["skipped"], 2);
     assert_eq!(v["ok"], 0);
+}
+
+#[test]
+fn denoise_runs_over_a_folder_and_resumes() {
+    let d = tmp("denoise-folder");
+    let input = two_faces(&d.join("in"));
+    std::fs::write(input.join("broken.png"), b"\x89PNG truncated").unwrap();
+    let (out, noisy) = (d.join("out"), d.join("noisy"));
+    let args = ["--json", "denoise", "--t", "100", s(&input), "-o", s(&out), "--save-noisy", s(&noisy)];
+    let r = run(&args);
+    assert_eq!(r.status.code(), Some(1), "a failed image makes the run fail");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!((v["ok"].as_u64(), v["errors"].as_u64()), (Some(2), Some(1)));
+    assert!(v["failed"][0]["error"].as_str().unwrap().contains("broken.png"));
+    for f in ["009501.png", "009502.png"] {
+        assert!(out.join(f).exists() && noisy.join(f).exists(), "{f} and its noisy image are written");
+    }
+    // Each image gets its own noise: the two noisy PSNRs differ, both far below the result's.
+    let im = &v["images"];
+    assert_ne!(im[0]["measurement_psnr"], im[1]["measurement_psnr"]);
+    assert!(im[0]["psnr"].as_f64().unwrap() > im[0]["measurement_psnr"].as_f64().unwrap() + 3.0);
+    let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
+    assert_eq!((v["ok"].as_u64(), v["skipped"].as_u64()), (Some(0), Some(2)), "finished outputs are skipped");
 }
 
 #[test]
@@ -271,4 +299,76 @@ fn ctrl_c_leaves_no_output() {
     assert!(!out.exists(), "no output after an interruption");
     let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
     assert!(left.is_empty(), "no temporary files left: {left:?}");
+}
+
+#[test]
+fn eval_writes_the_report_and_resumes() {
+    let d = tmp("eval");
+    let input = two_faces(&d.join("faces"));
+    let out = d.join("report");
+    let args = [
+        "--json",
+        "eval",
+        "--data",
+        s(&input),
+        "--tasks",
+        "inpaint-box",
+        "--methods",
+        "hqs-tv,diffpir:3",
+        "-n",
+        "2",
+        "-o",
+        s(&out),
+    ];
+    let r = run(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!((v["cells"].as_u64(), v["computed"].as_u64()), (Some(4), Some(4)));
+
+    // The files: a table row per method, a CSV row per cell, a grid.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["## inpaint-box", "| measurement |", "| hqs-tv |", "| diffpir_3 |", "grid_inpaint-box.png"] {
+        assert!(md.contains(needle), "'{needle}' in report.md:\n{md}");
+    }
+    let png = std::fs::read(out.join("grid_inpaint-box.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6, "2 images x (measurement + 2 methods):\n{csv}");
+
+    // The numbers: each summary mean is the mean of its cells, and a cell's PSNR is what
+    // `diffinv metrics` gives for its saved image (up to 8-bit rounding of the PNG).
+    let psnr = |method: &str| -> Vec<f64> {
+        rows.iter().filter(|r| r[1] == method).map(|r| r[3].parse::<f64>().unwrap()).collect()
+    };
+    for m in &v["summary"].as_array().unwrap()[..] {
+        let cells = psnr(m["method"].as_str().unwrap());
+        assert_eq!(m["images"], 2);
+        let mean = cells.iter().sum::<f64>() / 2.0;
+        assert!((m["psnr_mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{m}");
+    }
+    let mean = |m: &str| psnr(m).iter().sum::<f64>() / 2.0;
+    assert!(mean("hqs-tv") > mean("measurement") + 1.0, "HQS-TV fills the hole better than the measurement");
+    let cell = out.join("cells/inpaint-box/hqs-tv/009502.png");
+    let m: serde_json::Value = serde_json::from_slice(
+        &run(&["--json", "metrics", s(&out.join("cells/inpaint-box/truth/009502.png")), s(&cell)]).stdout,
+    )
+    .unwrap();
+    let row = rows.iter().find(|r| r[1] == "hqs-tv" && r[2] == "009502").unwrap();
+    assert!((m["psnr"].as_f64().unwrap() - row[3].parse::<f64>().unwrap()).abs() < 0.1, "{m} vs {row:?}");
+
+    // Resuming: nothing is recomputed; a removed cell is, and only it.
+    let kept = out.join("cells/inpaint-box/diffpir_3/009501.json");
+    let before = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
+    assert_eq!((v["computed"].as_u64(), v["read_back"].as_u64()), (Some(0), Some(4)));
+    std::fs::remove_file(out.join("cells/inpaint-box/diffpir_3/009502.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
+    assert_eq!(v["computed"].as_u64(), Some(1));
+    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), before, "finished cells are not rewritten");
+    // The same numbers as before (same seed), all but the timing column.
+    let untimed = |t: &str| -> Vec<String> {
+        t.lines().map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 7).map(|(_, f)| f).collect()).collect()
+    };
+    assert_eq!(untimed(&std::fs::read_to_string(out.join("results.csv")).unwrap()), untimed(&csv));
 }

@@ -1,8 +1,10 @@
 //! Convolutions against a naive reference, over sizes that take every path (direct GEMM, batch
-//! folded, Winograd F(2x2, 3x3)), and the adjoint identity of `backward_input`.
+//! folded, Winograd F(2x2, 3x3)), cached or per-call weights, f32 and bf16, and the adjoint
+//! identity of `backward_input`.
 
 use diffinv_core::NoiseStream;
-use diffinv_cpu::nn::Conv2d;
+use diffinv_cpu::gemm::Isa;
+use diffinv_cpu::nn::{Conv2d, Precision};
 
 fn randn(n: usize, seed: u64) -> Vec<f32> {
     let mut v = vec![0.0f32; n];
@@ -90,5 +92,20 @@ fn every_conv_path_matches_the_naive_convolution() {
         let l: f64 = yb.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
         let r: f64 = x.iter().zip(&gx).map(|(a, b)| *a as f64 * *b as f64).sum();
         assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "case {t} adjoint: {l} vs {r}");
+        // Weights made per call (large models) give the same bits as cached ones.
+        let mut lean = Conv2d::new(wt.clone(), Some(b.clone()), cin, cout, k, s, p);
+        lean.set_cache_transposed(false);
+        let (mut y2, mut gx2) = (vec![0.0f32; y.len()], vec![0.0f32; gx.len()]);
+        lean.forward(&x, n, h, w, &mut y2, None, false);
+        lean.backward_input(&g, n, h, w, &mut gx2, false);
+        assert!(y2 == y && gx2 == gx, "case {t}: per-call weights differ from cached ones");
+        // bf16 products with f32 sums stay within bf16's precision of the exact result.
+        if Isa::Avx512Bf16.available() {
+            for conv in [&conv, &lean] {
+                conv.forward_p(&x, n, h, w, &mut y2, None, false, Precision::Bf16);
+                let e = y2.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
+                assert!(e < 2e-2, "case {t} bf16: {e:.2e}");
+            }
+        }
     }
 }

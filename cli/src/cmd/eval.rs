@@ -3,8 +3,8 @@
 //! per task.
 
 use super::model::source;
-use super::restore::list_images;
 use crate::common::{interrupted, CliError, Global, Result};
+use crate::folder::list_images;
 use crate::quality::Judge;
 use clap::Args;
 use diffinv_cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
@@ -208,7 +208,14 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     pb.finish();
     let labels: Vec<String> =
         std::iter::once("measurement".to_string()).chain(specs.iter().map(|s| s.label.clone())).collect();
-    write_outputs(&a, g, &tasks, &labels, &images, &rows)?;
+    let summary = write_outputs(&a, g, &tasks, &labels, &images, &rows)?;
+    g.emit_json(&json!({
+        "report": a.output.join("report.md").display().to_string(),
+        "cells": total,
+        "computed": computed,
+        "read_back": total - computed,
+        "summary": summary,
+    }));
     g.say(format!(
         "{} cells ({} computed now, {} read back) in {:.1} s; report in {}",
         total,
@@ -228,6 +235,16 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
+}
+
 fn write_outputs(
     a: &EvalArgs,
     g: &Global,
@@ -235,10 +252,10 @@ fn write_outputs(
     labels: &[String],
     images: &[PathBuf],
     rows: &[Row],
-) -> Result<()> {
+) -> Result<Vec<Value>> {
     let keys = ["psnr", "ssim", "lpips_alex", "lpips_vgg", "seconds", "nfe"];
     let mut md = format!(
-        "# diffinv eval\n\n{} images from `{}`, noise sigma_y = {} ([-1, 1] units), seed {}. Mean +- std over images; LPIPS v0.1; seconds and network evaluations (NFE) per image.\n",
+        "# diffinv eval\n\n{} images from `{}`, noise sigma_y = {} ([-1, 1] units), seed {}. Mean +- std over images; LPIPS v0.1; seconds per image as the median over images (robust to a busy machine); network evaluations (NFE) per image.\n",
         images.len(),
         a.data.display(),
         a.noise,
@@ -246,7 +263,7 @@ fn write_outputs(
     );
     let mut summary = Vec::new();
     for &task in tasks {
-        md += &format!("\n## {}\n\n| method | PSNR (dB) | SSIM | LPIPS-alex | LPIPS-vgg | seconds | NFE |\n|---|---|---|---|---|---|---|\n", task.name());
+        md += &format!("\n## {}\n\n| method | PSNR (dB) | SSIM | LPIPS-alex | LPIPS-vgg | seconds (median) | NFE |\n|---|---|---|---|---|---|---|\n", task.name());
         for label in labels {
             let recs: Vec<&Value> = rows.iter().filter(|r| r.0 == task && &r.1 == label).map(|r| &r.3).collect();
             let mut cells = Vec::new();
@@ -256,7 +273,11 @@ fn write_outputs(
                 let (m, s) = mean_std(&v);
                 cells.push(match k {
                     "psnr" => format!("{m:.2} +- {s:.2}"),
-                    "seconds" => format!("{m:.1}"),
+                    "seconds" => {
+                        let med = median(&v);
+                        obj.insert("seconds_median".into(), med.into());
+                        format!("{med:.1}")
+                    }
                     "nfe" => format!("{m:.0}"),
                     _ => format!("{m:.4} +- {s:.4}"),
                 });
@@ -294,8 +315,7 @@ fn write_outputs(
         &a.output.join("results.json"),
         &json!({"summary": summary, "cells": cells, "noise": a.noise, "seed": g.seed, "images": images.len()}),
     )?;
-    g.emit_json(&json!({"report": a.output.join("report.md").display().to_string(), "summary": summary}));
-    Ok(())
+    Ok(summary)
 }
 
 /// Ground truth, measurement and every method side by side for the first images.

@@ -2,7 +2,7 @@
 
 use super::model::source;
 use crate::common::{CliError, Global, Result};
-use crate::quality::{Judge, Quality};
+use crate::quality::Judge;
 use crate::taskargs::OpArgs;
 use clap::Args;
 use diffinv_cpu::image_io::{load_image, save_image, Fit};
@@ -67,22 +67,6 @@ pub struct RestoreArgs {
     /// Centre-crop and resize clean inputs to the model's size.
     #[arg(long)]
     resize: bool,
-}
-
-/// Lists the images of a folder, sorted.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| CliError::runtime(format!("{}: {e}", dir.display())))?;
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    v.sort();
-    Ok(v)
 }
 
 struct Job<'a> {
@@ -227,63 +211,8 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
 }
 
 fn run_folder(job: &Job<'_>) -> Result<()> {
-    let (a, g) = (job.a, job.g);
-    if a.save_measurement.as_ref().is_some_and(|p| p.exists() && !p.is_dir()) {
-        return Err(CliError::usage("with a folder INPUT, --save-measurement must be a folder"));
-    }
-    let inputs = list_images(&a.input)?;
-    if inputs.is_empty() {
-        return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.input.display())));
-    }
-    std::fs::create_dir_all(&a.output).map_err(|e| CliError::runtime(format!("{}: {e}", a.output.display())))?;
-    let (mut results, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0usize);
-    let mut sums = Quality::default();
-    let mut scored = 0usize;
-    for (i, input) in inputs.iter().enumerate() {
-        let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let output = a.output.join(format!("{stem}.png"));
-        if output.exists() {
-            skipped += 1;
-            continue;
-        }
-        let meas = a.save_measurement.as_ref().map(|d| d.join(format!("{stem}.png")));
-        if let Some(d) = &a.save_measurement {
-            std::fs::create_dir_all(d).map_err(|e| CliError::runtime(format!("{}: {e}", d.display())))?;
-        }
-        match job.run_one(input, &output, i as u64, meas.as_deref()) {
-            Ok(v) => {
-                if let Some(p) = v.get("psnr").and_then(|p| p.as_f64()) {
-                    sums.psnr += p;
-                    sums.ssim += v["ssim"].as_f64().unwrap_or(0.0);
-                    sums.lpips_alex += v["lpips_alex"].as_f64().unwrap_or(0.0);
-                    sums.lpips_vgg += v["lpips_vgg"].as_f64().unwrap_or(0.0);
-                    scored += 1;
-                }
-                results.push(v)
-            }
-            Err(e) if e.code == 130 => return Err(e),
-            Err(e) => {
-                g.say(format!("diffinv: {}: {}", input.display(), e.message));
-                failed.push(serde_json::json!({"input": input.display().to_string(), "error": e.message}));
-            }
-        }
-    }
-    let mut summary =
-        format!("{} restored, {} skipped (output exists), {} failed", results.len(), skipped, failed.len());
-    if scored > 0 {
-        let n = scored as f64;
-        summary += &format!(
-            "; mean PSNR {:.2} dB, SSIM {:.4}, LPIPS alex {:.4} vgg {:.4}",
-            sums.psnr / n,
-            sums.ssim / n,
-            sums.lpips_alex / n,
-            sums.lpips_vgg / n
-        );
-    }
-    g.say(summary);
-    g.emit_json(&serde_json::json!({"images": results, "failed": failed, "ok": results.len(), "skipped": skipped, "errors": failed.len()}));
-    if !failed.is_empty() {
-        return Err(CliError::runtime(format!("{} of {} images failed", failed.len(), inputs.len())));
-    }
-    Ok(())
+    let a = job.a;
+    crate::folder::run_folder(job.g, &a.input, &a.output, a.save_measurement.as_deref(), "restored", |i, o, k, m| {
+        job.run_one(i, o, k, m)
+    })
 }

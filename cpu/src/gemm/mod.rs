@@ -54,7 +54,7 @@ fn bf16_bits(v: f32) -> u32 {
 
 /// Two bf16 in one word, `lo` first in memory.
 #[inline(always)]
-fn pair(lo: f32, hi: f32) -> f32 {
+pub(crate) fn pair(lo: f32, hi: f32) -> f32 {
     f32::from_bits(bf16_bits(lo) | (bf16_bits(hi) << 16))
 }
 
@@ -111,6 +111,14 @@ impl PackedA {
                 }
             }
         });
+        PackedA { m, k, data, bf16 }
+    }
+
+    /// Wraps data already in the packed layout of an `m x k` matrix (see [`PackedA::pack_with`]):
+    /// `MR`-row panels, each `k` (f32) or `k/2` (bf16 pairs) columns of `MR` values.
+    pub(crate) fn from_packed(m: usize, k: usize, bf16: bool, data: Vec<f32>) -> Self {
+        let kk = if bf16 { k.div_ceil(2) } else { k };
+        assert_eq!(data.len(), m.div_ceil(MR) * kk * MR, "packed size");
         PackedA { m, k, data, bf16 }
     }
 

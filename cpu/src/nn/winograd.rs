@@ -5,7 +5,7 @@
 //! (f32 or bf16), between an input and an output transform. Tiles of all images of the batch
 //! are processed together in chunks, so the per-element sums do not depend on the batch.
 
-use crate::gemm::{gemm_serial, DenseB, Epilogue, Isa, PackedA};
+use crate::gemm::{gemm_serial, pair, DenseB, Epilogue, Isa, PackedA, MR};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -38,20 +38,42 @@ fn transform_kernel(g: &[f32; 9]) -> [f32; 16] {
 }
 
 impl WinogradWeights {
-    /// Transforms the OIHW 3x3 weights given by `w(co, ci, ky*3 + kx)`.
+    /// Transforms the OIHW 3x3 weights given by `w(co, ci, ky*3 + kx)`, writing each `U_e`
+    /// straight into its packed layout: one pass over the weights, in parallel over row panels
+    /// (large models transform per call, so this pass is on the hot path).
     pub fn new(cout: usize, cin: usize, bf16: bool, w: impl Fn(usize, usize, usize) -> f32 + Sync) -> Self {
-        let uall: Vec<[f32; 16]> = (0..cout * cin)
-            .into_par_iter()
-            .map(|oc| {
-                let (co, ci) = (oc / cin, oc % cin);
-                let mut g = [0.0f32; 9];
-                for (t, v) in g.iter_mut().enumerate() {
-                    *v = w(co, ci, t);
+        let panels = cout.div_ceil(MR);
+        let kk = if bf16 { cin.div_ceil(2) } else { cin };
+        let len = panels * kk * MR;
+        let mut bufs: Vec<Vec<f32>> = (0..16).map(|_| vec![0.0; len]).collect();
+        let ptrs: Vec<Ptr> = bufs.iter_mut().map(|b| Ptr(b.as_mut_ptr())).collect();
+        let kernel = |co: usize, ci: usize| {
+            let mut g = [0.0f32; 9];
+            for (t, v) in g.iter_mut().enumerate() {
+                *v = w(co, ci, t);
+            }
+            transform_kernel(&g)
+        };
+        (0..panels).into_par_iter().for_each(|p| {
+            for r in 0..MR.min(cout - p * MR) {
+                let co = p * MR + r;
+                for q in 0..kk {
+                    let at = p * kk * MR + q * MR + r;
+                    let vals: [f32; 16] = if bf16 {
+                        let lo = kernel(co, 2 * q);
+                        let hi = if 2 * q + 1 < cin { kernel(co, 2 * q + 1) } else { [0.0; 16] };
+                        std::array::from_fn(|e| pair(lo[e], hi[e]))
+                    } else {
+                        kernel(co, q)
+                    };
+                    for (e, v) in vals.into_iter().enumerate() {
+                        // SAFETY: `at` lies in panel p, written by this worker only.
+                        unsafe { *ptrs[e].get().add(at) = v };
+                    }
                 }
-                transform_kernel(&g)
-            })
-            .collect();
-        let u = (0..16).map(|e| PackedA::pack_with(cout, cin, bf16, |co, ci| uall[co * cin + ci][e])).collect();
+            }
+        });
+        let u = bufs.into_iter().map(|d| PackedA::from_packed(cout, cin, bf16, d)).collect();
         WinogradWeights { u }
     }
 

@@ -21,15 +21,19 @@ impl Workspace {
         Self::default()
     }
 
-    /// A buffer of `len` floats, reusing the smallest free buffer that is large enough. The
-    /// contents are stale: every caller overwrites the whole buffer (GEMMs without
-    /// accumulation, norms, resampling, concatenation), so no time goes into zero-filling.
+    /// A buffer of `len` floats, reusing the smallest free buffer that is large enough but not
+    /// more than twice as large: handing a large buffer to a small request (when the exact one
+    /// left with a returned tensor) would make the next large request allocate, and the pool
+    /// creep upwards over calls. The contents are stale: every caller overwrites the whole
+    /// buffer (GEMMs without accumulation, norms, resampling, concatenation), so no time goes
+    /// into zero-filling.
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
+        let most = 2 * len.max(1 << 14);
         let best = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
+            .filter(|(_, v)| v.capacity() >= len && v.capacity() <= most)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
         let mut v = match best {
