@@ -152,14 +152,7 @@ unsafe fn avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usiz
             }
         }
     }
-    for (r, tr) in t.iter().enumerate() {
-        let p = c.add(r * ldc);
-        for (v, &x) in tr.iter().enumerate() {
-            let q = p.add(v * 16);
-            let x = if acc { _mm512_add_ps(_mm512_loadu_ps(q), x) } else { x };
-            _mm512_storeu_ps(q, x);
-        }
-    }
+    store512(&t, c, ldc, acc);
 }
 
 /// `kc` here counts k-pairs: `a` holds `kc x MR` u32 (two bf16 of one row), `b` holds `kc x 64`
@@ -186,6 +179,16 @@ unsafe fn avx512bf16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: 
             }
         }
     }
+    store512(&t, c, ldc, acc);
+}
+
+/// Writes (or, with `acc`, adds) a 6x64 tile of f32 sums to `c`: the epilogue of both AVX-512
+/// kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store512(t: &[[std::arch::x86_64::__m512; 4]; MR], c: *mut f32, ldc: usize, acc: bool) {
+    use std::arch::x86_64::*;
     for (r, tr) in t.iter().enumerate() {
         let p = c.add(r * ldc);
         for (v, &x) in tr.iter().enumerate() {
