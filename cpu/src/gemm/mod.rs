@@ -349,6 +349,7 @@ fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi
                         a.panel(p, k0),
                         &pk[k0 * nq * nr..],
                         kk,
+                        kk * nr,
                         nq,
                         rows,
                         p * MR,
@@ -369,7 +370,8 @@ fn shared_b(isa: Isa, a: &PackedA, b: &impl BSource, c: SendPtr, ldc: usize, epi
     SHARED_B.with(|s| *s.borrow_mut() = packed);
 }
 
-/// One row panel of C (rows `r0..r0+rows`) against packed B panels `bp`, columns `n0..n1`.
+/// One row panel of C (rows `r0..r0+rows`) against packed B panels `bp` (panel `q` at
+/// `bp[q * pstride..]`, `kc` rows of it used), columns `n0..n1`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn tile_row(
@@ -377,6 +379,7 @@ unsafe fn tile_row(
     ap: *const f32,
     bp: &[f32],
     kc: usize,
+    pstride: usize,
     nq: usize,
     rows: usize,
     r0: usize,
@@ -394,7 +397,7 @@ unsafe fn tile_row(
             break;
         }
         let cols = nr.min(n1 - j0);
-        let bq = bp[q * kc * nr..].as_ptr();
+        let bq = bp[q * pstride..].as_ptr();
         let ct = c.0.add(r0 * ldc + j0);
         if rows == MR && cols == nr {
             isa.kernel(kc, ap, bq, ct, ldc, acc);
@@ -459,6 +462,7 @@ unsafe fn block(
                     a.panel(p, k0),
                     &panels[..kk * nq * nr],
                     kk,
+                    kk * nr,
                     nq,
                     rows,
                     p * MR,
@@ -479,6 +483,58 @@ unsafe fn block(
         }
         apply_epilogue(c, ldc, epi, p0 * MR, (p1 * MR).min(m), n0, n1);
     });
+}
+
+/// `C (m x n, row stride ldc) = A B` on the calling thread, with B already in the kernel's
+/// panel layout for all of K: panel `q` (`nr` columns) at `b[q * kp * nr..]`, row-major
+/// `kp x nr`, where `kp` is K (f32) or `ceil(K/2)` k-pairs (bf16). Producers that can write B this
+/// way (the Winograd input transform) skip the packing pass; the K blocking, and so every sum's
+/// order, is that of [`gemm_serial`].
+pub fn gemm_prepacked_serial(isa: Isa, a: &PackedA, b: &[f32], n: usize, c: &mut [f32], ldc: usize) {
+    assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
+    assert_eq!(isa.is_bf16(), a.bf16, "the packing of A does not match kernel {}", isa.name());
+    let (m, k, nr) = (a.m, a.k, isa.nr());
+    let kp = if a.bf16 { k.div_ceil(2) } else { k };
+    let nq = n.div_ceil(nr);
+    assert!(b.len() >= nq * kp * nr, "gemm: packed B too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    let cptr = SendPtr(c.as_mut_ptr());
+    let mut edge = [0.0f32; MR * 64];
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let (off, kk) = if a.bf16 { (k0 / 2, kc.div_ceil(2)) } else { (k0, kc) };
+        for p in 0..m.div_ceil(MR) {
+            // SAFETY: C holds m x n at stride ldc (checked above); B's panels are in bounds.
+            unsafe {
+                tile_row(
+                    isa,
+                    a.panel(p, k0),
+                    &b[off * nr..],
+                    kk,
+                    kp * nr,
+                    nq,
+                    MR.min(m - p * MR),
+                    p * MR,
+                    0,
+                    n,
+                    cptr,
+                    ldc,
+                    k0 > 0,
+                    &mut edge,
+                )
+            };
+        }
+        k0 += kc;
+    }
+    if k == 0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].fill(0.0);
+        }
+    }
 }
 
 unsafe fn apply_epilogue(c: SendPtr, ldc: usize, epi: Epilogue<'_>, r0: usize, r1: usize, n0: usize, n1: usize) {

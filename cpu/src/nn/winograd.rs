@@ -5,7 +5,7 @@
 //! (f32 or bf16), between an input and an output transform. Tiles of all images of the batch
 //! are processed together in chunks, so the per-element sums do not depend on the batch.
 
-use crate::gemm::{gemm_serial, pair, DenseB, Epilogue, Isa, PackedA, MR};
+use crate::gemm::{gemm_prepacked_serial, pair, Isa, PackedA, MR};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -90,11 +90,16 @@ thread_local! {
 /// One worker's buffers.
 #[derive(Default)]
 struct Scratch {
+    /// The transformed input, already in the GEMM's packed-B layout, per position `e`.
     v: Vec<f32>,
+    /// The 16 products, `cout x tc` each.
     m: Vec<f32>,
-    prow: Vec<f32>,
-    hh: Vec<f32>,
-    s: Vec<f32>,
+    /// The chunk's 16 components for a channel (and its pair partner in bf16).
+    comp: Vec<f32>,
+    /// Transform scratch.
+    g: Vec<f32>,
+    /// (image, tile row) of each of the chunk's tile rows.
+    rows: Vec<(usize, usize)>,
 }
 
 #[derive(Clone, Copy)]
@@ -113,7 +118,8 @@ impl Ptr {
 /// `out = conv3x3(x) + bias (+ residual) (+ out if accumulate)` for `n` images of `cin x h x w`
 /// (zero padding 1, stride 1), through `wts`. Work is split into chunks of whole tile rows, each
 /// transformed, multiplied (16 single-threaded GEMMs) and transformed back by one worker, with
-/// its buffers in that core's cache.
+/// its buffers in that core's cache. The input transform writes straight into the kernel's
+/// packed-B layout (bf16 k-pairs for the bf16 kernel), so the GEMMs pack nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     isa: Isa,
@@ -134,83 +140,74 @@ pub fn conv3x3(
     let rows_per_chunk = (CHUNK / tx).clamp(1, rows_total);
     let chunks = rows_total.div_ceil(rows_per_chunk);
     let optr = Ptr(out.as_mut_ptr());
+    let (nr, bf16) = (isa.nr(), isa.is_bf16());
+    let kp = if bf16 { cin.div_ceil(2) } else { cin };
     (0..chunks).into_par_iter().for_each(|ci_chunk| {
         BUF.with(|buf| {
             let sc = &mut *buf.borrow_mut();
             let r0 = ci_chunk * rows_per_chunk;
             let nrows = rows_per_chunk.min(rows_total - r0);
             let tc = nrows * tx;
-            sc.v.resize(16 * cin * tc, 0.0);
+            // Per position e: nq panels of kp x nr (see gemm_prepacked_serial).
+            let vsz = tc.div_ceil(nr) * kp * nr;
+            sc.v.resize(16 * vsz, 0.0);
             sc.m.resize(16 * cout * tc, 0.0);
-            sc.prow.resize(4 * (2 * tx + 2), 0.0);
-            sc.hh.resize(16 * tx, 0.0);
-            sc.s.resize(8 * tx, 0.0);
-            // Input transform: V[e][ci][t] = (B^T d B)_e of tile t's 4x4 patch.
-            for ci in 0..cin {
-                for rr in 0..nrows {
-                    let row = r0 + rr;
-                    let (img, tyi) = (row / ty, row % ty);
-                    let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
-                    input_row(plane, h, w, tx, tyi, &mut sc.prow, &mut sc.hh);
-                    for c in 0..4 {
-                        let hh = &sc.hh;
-                        let (d0, d1, d2, d3) = (
-                            &hh[c * tx..(c + 1) * tx],
-                            &hh[(4 + c) * tx..(5 + c) * tx],
-                            &hh[(8 + c) * tx..(9 + c) * tx],
-                            &hh[(12 + c) * tx..(13 + c) * tx],
-                        );
-                        let at = |e: usize| (e * cin + ci) * tc + rr * tx;
-                        let v = sc.v.as_mut_ptr();
-                        // SAFETY: the four destination rows are disjoint slices of v.
-                        let (o0, o1, o2, o3) = unsafe {
-                            (
-                                std::slice::from_raw_parts_mut(v.add(at(c)), tx),
-                                std::slice::from_raw_parts_mut(v.add(at(4 + c)), tx),
-                                std::slice::from_raw_parts_mut(v.add(at(8 + c)), tx),
-                                std::slice::from_raw_parts_mut(v.add(at(12 + c)), tx),
-                            )
-                        };
-                        vertical(d0, d1, d2, d3, o0, o1, o2, o3);
+            sc.comp.resize(32 * tc, 0.0);
+            sc.g.resize(32 * tc, 0.0);
+            sc.rows.clear();
+            sc.rows.extend((r0..r0 + nrows).map(|row| (row / ty, row % ty)));
+            // Input transform, a channel (bf16: a channel pair) at a time over the whole chunk.
+            for q in 0..kp {
+                let c0 = if bf16 { 2 * q } else { q };
+                if !bf16 && tc <= nr {
+                    // One panel: the components go straight to their rows of V.
+                    input_chunk(x, cin, c0, h, w, &sc.rows, &mut sc.g, &mut sc.v[q * nr..], vsz);
+                    continue;
+                }
+                let (lo, hi) = sc.comp.split_at_mut(16 * tc);
+                input_chunk(x, cin, c0, h, w, &sc.rows, &mut sc.g, lo, tc);
+                if bf16 {
+                    if c0 + 1 < cin {
+                        input_chunk(x, cin, c0 + 1, h, w, &sc.rows, &mut sc.g, hi, tc);
+                    } else {
+                        hi.fill(0.0);
+                    }
+                }
+                // Scatter into the panels: tile t is column t % nr of panel t / nr.
+                for pq in 0..tc.div_ceil(nr) {
+                    let (t0, len) = (pq * nr, nr.min(tc - pq * nr));
+                    for e in 0..16 {
+                        let at = e * vsz + pq * kp * nr + q * nr;
+                        let dst = &mut sc.v[at..at + len];
+                        let l = &sc.comp[e * tc + t0..e * tc + t0 + len];
+                        if bf16 {
+                            pair_rows(l, &sc.comp[(16 + e) * tc + t0..(16 + e) * tc + t0 + len], dst);
+                        } else {
+                            dst.copy_from_slice(l);
+                        }
                     }
                 }
             }
             // The 16 products.
             for e in 0..16 {
-                let b = DenseB { data: &sc.v[e * cin * tc..(e + 1) * cin * tc], k: cin, n: tc, rs: tc, cs: 1 };
-                gemm_serial(isa, &wts.u[e], &b, &mut sc.m[e * cout * tc..(e + 1) * cout * tc], tc, Epilogue::default());
+                let mrow = &mut sc.m[e * cout * tc..(e + 1) * cout * tc];
+                gemm_prepacked_serial(isa, &wts.u[e], &sc.v[e * vsz..(e + 1) * vsz], tc, mrow, tc);
             }
             // Output transform: Y = A^T M A, plus bias and residual; this chunk's rows only.
             for co in 0..cout {
                 let bv = bias.map_or(0.0, |b| b[co]);
-                for rr in 0..nrows {
-                    let row = r0 + rr;
-                    let (img, tyi) = (row / ty, row % ty);
-                    let m = &sc.m;
-                    let src = |e: usize| &m[(e * cout + co) * tc + rr * tx..(e * cout + co) * tc + (rr + 1) * tx];
-                    {
-                        let (a, b) = sc.s.split_at_mut(4 * tx);
-                        for c in 0..4 {
-                            combine(
-                                src(c),
-                                src(4 + c),
-                                src(8 + c),
-                                src(12 + c),
-                                &mut a[c * tx..(c + 1) * tx],
-                                &mut b[c * tx..(c + 1) * tx],
-                            );
-                        }
-                    }
-                    for r in 0..2 {
-                        let oy = 2 * tyi + r;
-                        if oy >= h {
-                            continue;
-                        }
-                        let base = (img * cout + co) * h * w + oy * w;
-                        // SAFETY: output rows of this chunk's tile rows are written by this worker only.
-                        let orow = unsafe { std::slice::from_raw_parts_mut(optr.get().add(base), w) };
-                        let res = residual.map(|rs| &rs[base..base + w]);
-                        output_row(&sc.s[r * 4 * tx..(r + 1) * 4 * tx], tx, w, bv, res, accumulate, orow);
+                output_chunk(&sc.m, cout * tc, co * tc, tc, bv, &mut sc.g);
+                let y = &sc.g[..4 * tc];
+                for (rr, &(img, tyi)) in sc.rows.iter().enumerate() {
+                    let rows = (h - 2 * tyi).min(2);
+                    let base = (img * cout + co) * h * w + 2 * tyi * w;
+                    // SAFETY: output rows of this chunk's tile rows are written by this worker only.
+                    let orows = unsafe { std::slice::from_raw_parts_mut(optr.get().add(base), rows * w) };
+                    let res = residual.map(|rs| &rs[base..base + rows * w]);
+                    let part = |k: usize| &y[k * tc + rr * tx..k * tc + (rr + 1) * tx];
+                    store_row(part(0), part(1), res.map(|r| &r[..w]), accumulate, &mut orows[..w]);
+                    if rows == 2 {
+                        store_row(part(2), part(3), res.map(|r| &r[w..]), accumulate, &mut orows[w..]);
                     }
                 }
             }
@@ -218,78 +215,233 @@ pub fn conv3x3(
     });
 }
 
-/// The horizontal transform of the four input rows of tile row `tyi`: `hh[(r*4 + c)*tx + j]` =
-/// component c of `(d B)` for row r of tile j (`prow` is scratch for the zero-padded rows).
-#[inline]
-fn input_row(plane: &[f32], h: usize, w: usize, tx: usize, tyi: usize, prow: &mut [f32], hh: &mut [f32]) {
-    let pw = 2 * tx + 2;
-    for r in 0..4 {
-        let p = &mut prow[r * pw..(r + 1) * pw];
-        let yy = (2 * tyi + r) as isize - 1;
-        p.fill(0.0);
-        if yy >= 0 && (yy as usize) < h {
-            let src = &plane[yy as usize * w..(yy as usize + 1) * w];
-            p[1..1 + w].copy_from_slice(src);
-        }
-        let (h0, rest) = hh[r * 4 * tx..(r + 1) * 4 * tx].split_at_mut(tx);
-        let (h1, rest) = rest.split_at_mut(tx);
-        let (h2, h3) = rest.split_at_mut(tx);
-        for j in 0..tx {
-            let (a, b, c, d) = (p[2 * j], p[2 * j + 1], p[2 * j + 2], p[2 * j + 3]);
-            h0[j] = a - c;
-            h1[j] = b + c;
-            h2[j] = c - b;
-            h3[j] = b - d;
-        }
-    }
-}
-
-/// The vertical transform `B^T (.)` of one component over a tile row (contiguous over tiles).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn vertical(
-    d0: &[f32],
-    d1: &[f32],
-    d2: &[f32],
-    d3: &[f32],
-    o0: &mut [f32],
-    o1: &mut [f32],
-    o2: &mut [f32],
-    o3: &mut [f32],
-) {
-    for j in 0..d0.len() {
-        o0[j] = d0[j] - d2[j];
-        o1[j] = d1[j] + d2[j];
-        o2[j] = d2[j] - d1[j];
-        o3[j] = d1[j] - d3[j];
-    }
-}
-
-/// `A^T (.)` over rows: `s0 = m0 + m1 + m2`, `s1 = m1 - m2 - m3` (contiguous over tiles).
-#[inline]
-fn combine(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], s0: &mut [f32], s1: &mut [f32]) {
-    for j in 0..m0.len() {
-        s0[j] = m0[j] + m1[j] + m2[j];
-        s1[j] = m1[j] - m2[j] - m3[j];
-    }
-}
-
-/// `(.) A` over columns for one output row, plus bias, residual and the previous value.
-#[inline]
-fn output_row(s: &[f32], tx: usize, w: usize, bias: f32, res: Option<&[f32]>, accumulate: bool, out: &mut [f32]) {
-    let (c0, rest) = s.split_at(tx);
-    let (c1, rest) = rest.split_at(tx);
-    let (c2, c3) = rest.split_at(tx);
-    for j in 0..tx {
-        let pair = [c0[j] + c1[j] + c2[j], c1[j] - c2[j] - c3[j]];
-        for (k, &v) in pair.iter().enumerate() {
-            let xx = 2 * j + k;
-            if xx < w {
-                let mut val = v + bias;
-                if let Some(r) = res {
-                    val += r[xx];
+multiversion! {
+    /// The 16 components `(B^T d B)_e` of every tile of a chunk for input channel `ci`:
+    /// `out[e*os + t]` (`os >= tc`), tile t = column j of tile row `rows[t / tx]` = (image,
+    /// tile row). `g` (24 tc) is scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn input_chunk(x: &[f32], cin: usize, ci: usize, h: usize, w: usize, rows: &[(usize, usize)], g: &mut [f32], out: &mut [f32], os: usize) {
+        let (tx, hx) = (w.div_ceil(2), w / 2);
+        let tc = rows.len() * tx;
+        // Tile j of an input row reads (a, b, c, d) = (x[2j-1], x[2j], x[2j+1], x[2j+2]), zero
+        // outside the row: with b[j] = x[2j] and c[j] = x[2j+1], a[j] = c[j-1] and d[j] = b[j+1]
+        // within a tile row. g holds b and c of the tile's 4 input rows, each over the chunk.
+        let (g, hb) = g[..24 * tc].split_at_mut(8 * tc);
+        let (gb, gc) = g.split_at_mut(4 * tc);
+        for (rr, &(img, tyi)) in rows.iter().enumerate() {
+            let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
+            for r in 0..4 {
+                let at = r * tc + rr * tx;
+                let (b, c) = (&mut gb[at..at + tx], &mut gc[at..at + tx]);
+                let yy = (2 * tyi + r).wrapping_sub(1);
+                if yy >= h {
+                    b.fill(0.0);
+                    c.fill(0.0);
+                    continue;
                 }
-                out[xx] = if accumulate { out[xx] + val } else { val };
+                let src = &plane[yy * w..(yy + 1) * w];
+                for ((p, b), c) in src.chunks_exact(2).zip(b.iter_mut()).zip(c.iter_mut()) {
+                    *b = p[0];
+                    *c = p[1];
+                }
+                if w % 2 == 1 {
+                    b[hx] = src[w - 1];
+                    c[hx] = 0.0;
+                }
+            }
+        }
+        // d B per input row: (a - c, b + c, c - b, b - d), into hb[(r*4 + k)*tc + t]; the shifted
+        // reads run over the whole chunk, then the first and last tile of each tile row are fixed.
+        let hb = &mut hb[..16 * tc];
+        for r in 0..4 {
+            let at = r * tc;
+            let (b, c) = (&gb[at..at + tc], &gc[at..at + tc]);
+            let (h0, rest) = hb[4 * at..4 * (at + tc)].split_at_mut(tc);
+            let (h1, rest) = rest.split_at_mut(tc);
+            let (h2, h3) = rest.split_at_mut(tc);
+            h0[0] = 0.0 - c[0];
+            for t in 1..tc {
+                h0[t] = c[t - 1] - c[t];
+            }
+            for t in 0..tc {
+                h1[t] = b[t] + c[t];
+                h2[t] = c[t] - b[t];
+            }
+            for t in 0..tc - 1 {
+                h3[t] = b[t] - b[t + 1];
+            }
+            h3[tc - 1] = b[tc - 1];
+            for rr in 1..rows.len() {
+                h0[rr * tx] = 0.0 - c[rr * tx];
+                h3[rr * tx - 1] = b[rr * tx - 1];
+            }
+        }
+        // B^T over the rows, component by component: out[(4 xi + k)*os + t].
+        let out = &mut out[..15 * os + tc];
+        for k in 0..4 {
+            let hr = |r: usize| &hb[(4 * r + k) * tc..(4 * r + k + 1) * tc];
+            let (d0, d1, d2, d3) = (hr(0), hr(1), hr(2), hr(3));
+            let (o0, rest) = out.split_at_mut(4 * os);
+            let (o1, rest) = rest.split_at_mut(4 * os);
+            let (o2, o3) = rest.split_at_mut(4 * os);
+            let (o0, o1) = (&mut o0[k * os..k * os + tc], &mut o1[k * os..k * os + tc]);
+            let (o2, o3) = (&mut o2[k * os..k * os + tc], &mut o3[k * os..k * os + tc]);
+            for t in 0..tc {
+                o0[t] = d0[t] - d2[t];
+                o1[t] = d1[t] + d2[t];
+                o2[t] = d2[t] - d1[t];
+                o3[t] = d1[t] - d3[t];
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// bf16 k-pair words of two rows: `out[j] = (lo[j], hi[j])`.
+    fn pair_rows(lo: &[f32], hi: &[f32], out: &mut [f32]) {
+        for ((o, &l), &h) in out.iter_mut().zip(lo).zip(hi) {
+            *o = pair(l, h);
+        }
+    }
+}
+
+multiversion! {
+    /// `A^T M A + bias` of the chunk's tiles for output channel `co`, from the 16 products
+    /// `m[e*es + off..][..tc]`: `y[k*tc + t]` for k = (row 0 even, row 0 odd, row 1 even,
+    /// row 1 odd) pixel of tile t. `y` also serves as scratch (12 tc).
+    fn output_chunk(m: &[f32], es: usize, off: usize, tc: usize, bias: f32, y: &mut [f32]) {
+        let mr = |e: usize| &m[e * es + off..e * es + off + tc];
+        let (yv, sv) = y[..12 * tc].split_at_mut(4 * tc);
+        // A^T over rows: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3, per column component c.
+        for c in 0..4 {
+            let (m0, m1, m2, m3) = (mr(c), mr(4 + c), mr(8 + c), mr(12 + c));
+            let (s0, s1) = sv[2 * c * tc..2 * (c + 1) * tc].split_at_mut(tc);
+            for t in 0..tc {
+                s0[t] = m0[t] + m1[t] + m2[t];
+                s1[t] = m1[t] - m2[t] - m3[t];
+            }
+        }
+        // A over columns: (c0 + c1 + c2, c1 - c2 - c3) for the tile's two pixels of each row.
+        for r in 0..2 {
+            let sr = |c: usize| &sv[(2 * c + r) * tc..(2 * c + r + 1) * tc];
+            let (c0, c1, c2, c3) = (sr(0), sr(1), sr(2), sr(3));
+            let (ye, yo) = yv[2 * r * tc..2 * (r + 1) * tc].split_at_mut(tc);
+            for t in 0..tc {
+                ye[t] = c0[t] + c1[t] + c2[t] + bias;
+                yo[t] = c1[t] - c2[t] - c3[t] + bias;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// One output row from its tiles' even and odd pixels, plus the residual and (if
+    /// `accumulate`) the previous value.
+    fn store_row(ye: &[f32], yo: &[f32], res: Option<&[f32]>, accumulate: bool, out: &mut [f32]) {
+        let w = out.len();
+        let hx = w / 2;
+        match (res, accumulate) {
+            (None, false) => {
+                for ((o, &e), &d) in out.chunks_exact_mut(2).zip(ye).zip(yo) {
+                    o[0] = e;
+                    o[1] = d;
+                }
+            }
+            (Some(rs), false) => {
+                for (((o, r), &e), &d) in out.chunks_exact_mut(2).zip(rs.chunks_exact(2)).zip(ye).zip(yo) {
+                    o[0] = e + r[0];
+                    o[1] = d + r[1];
+                }
+            }
+            (None, true) => {
+                for ((o, &e), &d) in out.chunks_exact_mut(2).zip(ye).zip(yo) {
+                    o[0] += e;
+                    o[1] += d;
+                }
+            }
+            (Some(rs), true) => {
+                for (((o, r), &e), &d) in out.chunks_exact_mut(2).zip(rs.chunks_exact(2)).zip(ye).zip(yo) {
+                    o[0] += e + r[0];
+                    o[1] += d + r[1];
+                }
+            }
+        }
+        if w % 2 == 1 {
+            let v = ye[hx] + res.map_or(0.0, |r| r[w - 1]);
+            out[w - 1] = if accumulate { out[w - 1] + v } else { v };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 3x3 "same" convolution in f64, plus bias, residual and the previous output.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        x: &[f32],
+        wt: &[f32],
+        b: &[f32],
+        res: &[f32],
+        prev: &[f32],
+        n: usize,
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f64> {
+        let mut y = vec![0.0f64; n * cout * h * w];
+        for i in 0..n {
+            for co in 0..cout {
+                for oy in 0..h {
+                    for ox in 0..w {
+                        let mut s = b[co] as f64;
+                        for ci in 0..cin {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (yy, xx) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                                        let xv = x[((i * cin + ci) * h + yy as usize) * w + xx as usize] as f64;
+                                        s += xv * wt[(co * cin + ci) * 9 + ky * 3 + kx] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let at = ((i * cout + co) * h + oy) * w + ox;
+                        y[at] = s + res[at] as f64 + prev[at] as f64;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_kernel_matches_the_direct_convolution() {
+        // Odd sizes, odd channel counts (bf16 pads a k-pair), tile rows wider than a panel (tx 70).
+        let cases = [(1, 3, 5, 16, 140), (2, 5, 4, 17, 21), (1, 8, 7, 33, 9), (3, 1, 2, 16, 16)];
+        let mut seed = 1u32;
+        let mut rnd = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        for &(n, cin, cout, h, w) in &cases {
+            let (x, wt, b) = (rnd(n * cin * h * w), rnd(cout * cin * 9), rnd(cout));
+            let (res, prev) = (rnd(n * cout * h * w), rnd(n * cout * h * w));
+            let want = direct(&x, &wt, &b, &res, &prev, n, cin, cout, h, w);
+            let bf16 = Some(Isa::Avx512Bf16).filter(|i| i.available());
+            for isa in Isa::all_available().into_iter().chain(bf16) {
+                let wts = WinogradWeights::new(cout, cin, isa.is_bf16(), |co, ci, t| wt[(co * cin + ci) * 9 + t]);
+                let mut y = prev.clone();
+                conv3x3(isa, &wts, cin, cout, &x, n, h, w, Some(&b), &mut y, Some(&res), true);
+                let err = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+                let tol = if isa.is_bf16() { 2e-2 } else { 1e-5 };
+                assert!(err < tol, "{} {n}x{cin}->{cout} {h}x{w}: {err:.2e}", isa.name());
             }
         }
     }
