@@ -19,20 +19,17 @@ pub struct WinogradWeights {
     pub u: Vec<PackedA>,
 }
 
-/// `G g G^T` of a 3x3 kernel: `G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]`.
+/// `G g G^T` of a 3x3 kernel (row-major `g[ky*3 + kx]`), `G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],
+/// [0,0,1]]`, written out (large models transform their weights on every call).
+#[inline(always)]
 fn transform_kernel(g: &[f32; 9]) -> [f32; 16] {
-    let gm = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0f64]];
-    let mut t = [[0.0f64; 3]; 4];
-    for i in 0..4 {
-        for j in 0..3 {
-            t[i][j] = (0..3).map(|k| gm[i][k] * g[k * 3 + j] as f64).sum();
-        }
-    }
+    // G applied to a 3-vector.
+    let gv = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    let cols: [[f32; 4]; 3] = std::array::from_fn(|j| gv(g[j], g[3 + j], g[6 + j]));
     let mut u = [0.0f32; 16];
     for i in 0..4 {
-        for j in 0..4 {
-            u[i * 4 + j] = (0..3).map(|k| t[i][k] * gm[j][k]).sum::<f64>() as f32;
-        }
+        let row = gv(cols[0][i], cols[1][i], cols[2][i]);
+        u[i * 4..i * 4 + 4].copy_from_slice(&row);
     }
     u
 }
