@@ -113,46 +113,49 @@ impl GroupNorm {
         let cpg = c / self.groups;
         let gl = cpg * hw;
         gx[..n * c * hw].par_chunks_mut(gl).enumerate().for_each(|(g, gxg)| {
-            let (i, grp) = (g / self.groups, g % self.groups);
-            let xs = &x[g * gl..(g + 1) * gl];
-            let gys = &gy[g * gl..(g + 1) * gl];
-            let (mu, r) = (st.mean[g], st.rstd[g]);
-            // dxhat = du * gamma (1 + scale); reductions of dxhat and dxhat * xhat over the group.
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for cc in 0..cpg {
-                let ic = i * c + grp * cpg + cc;
-                let (a, b) = ab[ic];
-                let k = a as f64 / r; // gamma (1 + scale)
-                let (p1, p2) = grad_sums(
-                    &xs[cc * hw..(cc + 1) * hw],
-                    &gys[cc * hw..(cc + 1) * hw],
-                    a,
-                    b,
-                    silu,
-                    mu as f32,
-                    r as f32,
-                );
-                s1 += k * p1;
-                s2 += k * p2;
-            }
-            let (m1, m2) = (s1 / gl as f64, s2 / gl as f64);
-            for cc in 0..cpg {
-                let ic = i * c + grp * cpg + cc;
-                let (a, b) = ab[ic];
-                let k = (a as f64 / r) as f32;
-                grad_apply(
-                    &xs[cc * hw..(cc + 1) * hw],
-                    &gys[cc * hw..(cc + 1) * hw],
-                    a,
-                    b,
-                    silu,
-                    [mu as f32, r as f32, k, m1 as f32, m2 as f32],
-                    &mut gxg[cc * hw..(cc + 1) * hw],
-                    accumulate,
-                );
-            }
+            DU.with(|du| {
+                let du = &mut *du.borrow_mut();
+                du.resize(if silu { gl } else { 0 }, 0.0);
+                let (i, grp) = (g / self.groups, g % self.groups);
+                let xs = &x[g * gl..(g + 1) * gl];
+                let gys = &gy[g * gl..(g + 1) * gl];
+                let (mu, r) = (st.mean[g], st.rstd[g]);
+                // dxhat = du * gamma (1 + scale); reductions of dxhat and dxhat * xhat over the
+                // group. du (gy through SiLU) is kept for the second pass.
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for cc in 0..cpg {
+                    let ic = i * c + grp * cpg + cc;
+                    let (a, b) = ab[ic];
+                    let k = a as f64 / r; // gamma (1 + scale)
+                    let ch = cc * hw..(cc + 1) * hw;
+                    let mut out = (0.0, 0.0);
+                    let d = if silu { &mut du[ch.clone()] } else { &mut [][..] };
+                    grad_sums(&xs[ch.clone()], &gys[ch], a, b, silu, mu as f32, r as f32, d, &mut out);
+                    s1 += k * out.0;
+                    s2 += k * out.1;
+                }
+                let (m1, m2) = (s1 / gl as f64, s2 / gl as f64);
+                let dus: &[f32] = if silu { du } else { gys };
+                for cc in 0..cpg {
+                    let ic = i * c + grp * cpg + cc;
+                    let k = (ab[ic].0 as f64 / r) as f32;
+                    let ch = cc * hw..(cc + 1) * hw;
+                    grad_apply(
+                        &xs[ch.clone()],
+                        &dus[ch.clone()],
+                        [mu as f32, r as f32, k, m1 as f32, m2 as f32],
+                        &mut gxg[ch],
+                        accumulate,
+                    );
+                }
+            });
         });
     }
+}
+
+thread_local! {
+    /// A group's `du` between the two passes of the backward.
+    static DU: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 multiversion! {
@@ -205,34 +208,43 @@ multiversion! {
     }
 }
 
-/// Sums over a channel of `du` and `du * xhat` (`du` = gy through the activation).
-#[allow(clippy::too_many_arguments)]
-fn grad_sums(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32) -> (f64, f64) {
-    let mut out = (0.0, 0.0);
-    grad_sums_impl(x, gy, a, b, silu, mu, r, &mut out);
-    out
-}
-
 multiversion! {
+    /// Sums over a channel of `du` and `du * xhat`, `du` = gy through the activation (stored in
+    /// `du_out` when `silu`).
     #[allow(clippy::too_many_arguments)]
-    fn grad_sums_impl(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32, out: &mut (f64, f64)) {
+    fn grad_sums(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, mu: f32, r: f32, du_out: &mut [f32], out: &mut (f64, f64)) {
         // 16 f32 lanes per run of 256 (vectorisable), f64 across runs.
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for (xc, gc) in x.chunks(256).zip(gy.chunks(256)) {
+        for (run, (xc, gc)) in x.chunks(256).zip(gy.chunks(256)).enumerate() {
             let (mut p1, mut p2) = ([0.0f32; 16], [0.0f32; 16]);
-            let mut xs = xc.chunks_exact(16);
-            let mut gs = gc.chunks_exact(16);
-            for (xv, gv) in (&mut xs).zip(&mut gs) {
-                for j in 0..16 {
-                    let du = if silu { gv[j] * super::simd::silu_grad(a * xv[j] + b) } else { gv[j] };
-                    p1[j] += du;
-                    p2[j] += du * (xv[j] - mu) * r;
-                }
-            }
-            for (j, (&x, &g)) in xs.remainder().iter().zip(gs.remainder()).enumerate() {
-                let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
+            let mut sums = |j: usize, du: f32, x: f32| {
                 p1[j] += du;
                 p2[j] += du * (x - mu) * r;
+            };
+            if silu {
+                let dc = &mut du_out[run * 256..run * 256 + xc.len()];
+                let (mut xs, mut gs, mut ds) = (xc.chunks_exact(16), gc.chunks_exact(16), dc.chunks_exact_mut(16));
+                for ((xv, gv), dv) in (&mut xs).zip(&mut gs).zip(&mut ds) {
+                    for j in 0..16 {
+                        dv[j] = gv[j] * super::simd::silu_grad(a * xv[j] + b);
+                        sums(j, dv[j], xv[j]);
+                    }
+                }
+                let rest = xs.remainder().iter().zip(gs.remainder()).zip(ds.into_remainder());
+                for (j, ((&x, &g), d)) in rest.enumerate() {
+                    *d = g * super::simd::silu_grad(a * x + b);
+                    sums(j, *d, x);
+                }
+            } else {
+                let (mut xs, mut gs) = (xc.chunks_exact(16), gc.chunks_exact(16));
+                for (xv, gv) in (&mut xs).zip(&mut gs) {
+                    for j in 0..16 {
+                        sums(j, gv[j], xv[j]);
+                    }
+                }
+                for (j, (&x, &g)) in xs.remainder().iter().zip(gs.remainder()).enumerate() {
+                    sums(j, g, x);
+                }
             }
             s1 += p1.iter().map(|&v| v as f64).sum::<f64>();
             s2 += p2.iter().map(|&v| v as f64).sum::<f64>();
@@ -242,12 +254,10 @@ multiversion! {
 }
 
 multiversion! {
-    #[allow(clippy::too_many_arguments)]
-    fn grad_apply(x: &[f32], gy: &[f32], a: f32, b: f32, silu: bool, p: [f32; 5], gx: &mut [f32], accumulate: bool) {
-        // gx = r (k du - m1 - xhat m2)
+    /// `gx (+)= r (k du - m1 - xhat m2)`.
+    fn grad_apply(x: &[f32], du: &[f32], p: [f32; 5], gx: &mut [f32], accumulate: bool) {
         let [mu, r, k, m1, m2] = p;
-        for ((o, &x), &g) in gx.iter_mut().zip(x).zip(gy) {
-            let du = if silu { g * super::simd::silu_grad(a * x + b) } else { g };
+        for ((o, &x), &du) in gx.iter_mut().zip(x).zip(du) {
             let xhat = (x - mu) * r;
             let v = r * (k * du - m1 - xhat * m2);
             *o = if accumulate { *o + v } else { v };
