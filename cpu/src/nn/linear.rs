@@ -21,13 +21,17 @@ impl Linear {
 
     /// `y[i] = W x[i] + b` for `n` rows of `x`, optionally applying SiLU to the input first.
     pub fn forward(&self, x: &[f32], n: usize, silu_input: bool, y: &mut [f32]) {
+        let mut xs = vec![0.0f32; self.fin];
         for i in 0..n {
             let xi = &x[i * self.fin..(i + 1) * self.fin];
+            // The activation once per input, not once per (input, output) pair.
+            for (s, &xv) in xs.iter_mut().zip(xi) {
+                *s = if silu_input { xv / (1.0 + (-xv).exp()) } else { xv };
+            }
             for o in 0..self.fout {
                 let w = &self.weight[o * self.fin..(o + 1) * self.fin];
                 let mut s = self.bias[o] as f64;
-                for (&wv, &xv) in w.iter().zip(xi) {
-                    let xv = if silu_input { xv / (1.0 + (-xv).exp()) } else { xv };
+                for (&wv, &xv) in w.iter().zip(&xs) {
                     s += wv as f64 * xv as f64;
                 }
                 y[i * self.fout + o] = s as f32;
