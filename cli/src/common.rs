@@ -58,15 +58,16 @@ pub fn interrupted() -> bool {
 impl Global {
     /// Sets up the thread pool and Ctrl-C handling.
     pub fn init(&self) -> Result<()> {
-        if let Some(n) = self.threads {
-            if n == 0 {
-                return Err(CliError::usage("--threads must be at least 1"));
-            }
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global()
-                .map_err(|e| CliError::runtime(format!("cannot start {n} threads: {e}")))?;
+        if self.threads == Some(0) {
+            return Err(CliError::usage("--threads must be at least 1"));
         }
+        // 0 = rayon's default (all cores). Commands run on a worker of this pool (see main), so
+        // its threads get the main thread's stack size.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads.unwrap_or(0))
+            .stack_size(8 << 20)
+            .build_global()
+            .map_err(|e| CliError::runtime(format!("cannot start {} threads: {e}", self.threads.unwrap_or(0))))?;
         let _ = ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::Relaxed) {
                 // A second Ctrl-C stops at once (temporary files are cleaned by the atomic writers).

@@ -15,7 +15,11 @@ struct Grad {
 
 impl UNet {
     /// `grad_x = d(sum(out * cotangent))/dx` at the inputs of the taped forward pass.
-    pub fn vjp(&self, mut tape: Tape, cotangent: &Tensor, ws: &mut Workspace) -> Result<Tensor> {
+    pub fn vjp(&self, tape: Tape, cotangent: &Tensor, ws: &mut Workspace) -> Result<Tensor> {
+        super::forward::on_worker(move || self.vjp_here(tape, cotangent, ws))
+    }
+
+    fn vjp_here(&self, mut tape: Tape, cotangent: &Tensor, ws: &mut Workspace) -> Result<Tensor> {
         if cotangent.shape() != tape.out_shape {
             return Err(Error::Shape(format!(
                 "cotangent has shape {:?}, the model output {:?}",
@@ -41,7 +45,7 @@ impl UNet {
                 if k == 0 {
                     let Some(Entry::Res { dims, h2, emb_out, .. }) = e.pop() else { unreachable!("decoder ResBlock") };
                     let Some(Entry::Cat { h: hh, skip }) = e.pop() else { unreachable!("Cat entry") };
-                    let cat = std::rc::Rc::new(concat(&hh, &skip, n, ws));
+                    let cat = std::sync::Arc::new(concat(&hh, &skip, n, ws));
                     let Layer::Res(rb) = l else { unreachable!("decoder blocks start with a ResBlock") };
                     let gc = res_backward(rb, &cat, dims, &h2, &emb_out, n, &g, ws, prec);
                     ws.give(h2);
