@@ -131,16 +131,62 @@ impl AttentionBlock {
     }
 }
 
+/// Sum of `x` in 16 lanes (a serial f32 sum does not vectorise).
+#[inline(always)]
+fn sum16(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut it = x.chunks_exact(16);
+    for v in &mut it {
+        for j in 0..16 {
+            acc[j] += v[j];
+        }
+    }
+    for (j, &v) in it.remainder().iter().enumerate() {
+        acc[j] += v;
+    }
+    acc.iter().sum()
+}
+
+/// `sum(a * b)` in 16 lanes.
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (mut ia, mut ib) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (u, v) in (&mut ia).zip(&mut ib) {
+        for j in 0..16 {
+            acc[j] += u[j] * v[j];
+        }
+    }
+    for (j, (&u, &v)) in ia.remainder().iter().zip(ib.remainder()).enumerate() {
+        acc[j] += u * v;
+    }
+    acc.iter().sum()
+}
+
+/// Maximum of `x` in 16 lanes.
+#[inline(always)]
+fn max16(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut it = x.chunks_exact(16);
+    for v in &mut it {
+        for j in 0..16 {
+            acc[j] = acc[j].max(v[j]);
+        }
+    }
+    for (j, &v) in it.remainder().iter().enumerate() {
+        acc[j] = acc[j].max(v);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
 multiversion! {
     fn softmax_rows(s: &mut [f32], l: usize, scale: f32) {
         for row in s.chunks_mut(l) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-            let mut sum = 0.0f32;
+            let m = max16(row) * scale;
             for v in row.iter_mut() {
                 *v = super::simd::exp(*v * scale - m);
-                sum += *v;
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / sum16(row);
             row.iter_mut().for_each(|v| *v *= inv);
         }
     }
@@ -150,9 +196,46 @@ multiversion! {
     /// `dw <- scale * w * (dw - sum_s w dw)` per row: the softmax's adjoint, times the score scale.
     fn softmax_backward_rows(w: &[f32], dw: &mut [f32], l: usize, scale: f32) {
         for (wr, dr) in w.chunks(l).zip(dw.chunks_mut(l)) {
-            let dot: f32 = wr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+            let dot = dot16(wr, dr);
             for (d, &wv) in dr.iter_mut().zip(wr) {
                 *d = scale * wv * (*d - dot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_and_their_adjoint_match_f64() {
+        for &l in &[1usize, 7, 37, 256] {
+            let mut seed = 7u32 + l as u32;
+            let mut rnd = || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+            };
+            let rows = 3;
+            let x: Vec<f32> = (0..rows * l).map(|_| rnd()).collect();
+            let g: Vec<f32> = (0..rows * l).map(|_| rnd()).collect();
+            let scale = 0.7f32;
+            let mut w = x.clone();
+            softmax_rows(&mut w, l, scale);
+            let mut dw = g.clone();
+            softmax_backward_rows(&w, &mut dw, l, scale);
+            for r in 0..rows {
+                let xr = &x[r * l..(r + 1) * l];
+                let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 * scale as f64));
+                let e: Vec<f64> = xr.iter().map(|&v| (v as f64 * scale as f64 - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let p: Vec<f64> = e.iter().map(|v| v / z).collect();
+                let dot: f64 = p.iter().zip(&g[r * l..(r + 1) * l]).map(|(a, b)| a * *b as f64).sum();
+                for j in 0..l {
+                    assert!((w[r * l + j] as f64 - p[j]).abs() < 1e-6, "softmax l={l} [{r},{j}]");
+                    let want = scale as f64 * p[j] * (g[r * l + j] as f64 - dot);
+                    assert!((dw[r * l + j] as f64 - want).abs() < 1e-5, "adjoint l={l} [{r},{j}]");
+                }
             }
         }
     }
