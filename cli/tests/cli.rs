@@ -363,6 +363,13 @@ fn eval_writes_the_report_and_resumes() {
     let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
     assert_eq!((v["computed"].as_u64(), v["read_back"].as_u64()), (Some(0), Some(4)));
     std::fs::remove_file(out.join("cells/inpaint-box/diffpir_3/009502.json")).unwrap();
+    // --report-only computes nothing and marks the partial row with the images it covers.
+    let report_only: Vec<&str> = args.iter().copied().chain(["--report-only"]).collect();
+    let v: serde_json::Value = serde_json::from_slice(&run(&report_only).stdout).unwrap();
+    assert_eq!((v["computed"].as_u64(), v["read_back"].as_u64(), v["missing"].as_u64()), (Some(0), Some(3), Some(1)));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| diffpir_3 (1/2) |") && md.contains("| hqs-tv |"), "{md}");
+    assert!(!out.join("cells/inpaint-box/diffpir_3/009502.json").exists());
     let v: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
     assert_eq!(v["computed"].as_u64(), Some(1));
     assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), before, "finished cells are not rewritten");

@@ -51,6 +51,10 @@ pub struct EvalArgs {
     /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
     #[arg(long)]
     config: Option<String>,
+    /// Compute nothing: write the report from the cells finished so far (a long run can be
+    /// looked at while it goes on); a method missing cells shows how many images it covers.
+    #[arg(long)]
+    report_only: bool,
 }
 
 /// A method with its overrides, and the label its results are filed under.
@@ -119,6 +123,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     let mut rows = Vec::new();
     let started = Instant::now();
     let mut computed = 0usize;
+    let mut missing = 0usize;
     for &task in &tasks {
         let tdir = a.output.join("cells").join(task.name());
         for (i, img) in images.iter().enumerate() {
@@ -151,6 +156,11 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                 let cjson = cdir.join(format!("{name}.json"));
                 let rec = match read_json(&cjson) {
                     Some(v) => v,
+                    None if a.report_only => {
+                        missing += 1;
+                        done += 1;
+                        continue;
+                    }
                     None => {
                         if interrupted() {
                             return Err(CliError {
@@ -213,14 +223,16 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
         "report": a.output.join("report.md").display().to_string(),
         "cells": total,
         "computed": computed,
-        "read_back": total - computed,
+        "read_back": total - computed - missing,
+        "missing": missing,
         "summary": summary,
     }));
     g.say(format!(
-        "{} cells ({} computed now, {} read back) in {:.1} s; report in {}",
+        "{} cells ({} computed now, {} read back, {} missing) in {:.1} s; report in {}",
         total,
         computed,
-        total - computed,
+        total - computed - missing,
+        missing,
         started.elapsed().as_secs_f64(),
         a.output.join("report.md").display()
     ));
@@ -266,6 +278,9 @@ fn write_outputs(
         md += &format!("\n## {}\n\n| method | PSNR (dB) | SSIM | LPIPS-alex | LPIPS-vgg | seconds (median) | NFE |\n|---|---|---|---|---|---|---|\n", task.name());
         for label in labels {
             let recs: Vec<&Value> = rows.iter().filter(|r| r.0 == task && &r.1 == label).map(|r| &r.3).collect();
+            if recs.is_empty() {
+                continue;
+            }
             let mut cells = Vec::new();
             let mut obj = serde_json::Map::new();
             for k in keys {
@@ -284,7 +299,13 @@ fn write_outputs(
                 obj.insert(format!("{k}_mean"), m.into());
                 obj.insert(format!("{k}_std"), s.into());
             }
-            md += &format!("| {label} | {} |\n", cells.join(" | "));
+            // Partial rows (--report-only on an unfinished run) say how many images they cover.
+            let shown = if recs.len() < images.len() {
+                format!("{label} ({}/{})", recs.len(), images.len())
+            } else {
+                label.clone()
+            };
+            md += &format!("| {shown} | {} |\n", cells.join(" | "));
             obj.insert("task".into(), task.name().into());
             obj.insert("method".into(), label.clone().into());
             obj.insert("images".into(), recs.len().into());
@@ -325,8 +346,15 @@ fn grid(a: &EvalArgs, task: Task, labels: &[String], images: &[PathBuf]) -> Resu
     let mut tiles = Vec::new();
     for img in images.iter().take(a.grid_rows) {
         let name = stem(img);
+        let truth = load_image(&tdir.join("truth").join(format!("{name}.png")), Fit::Any)?;
         for c in &cols {
-            let t = load_image(&tdir.join(c).join(format!("{name}.png")), Fit::Any)?;
+            let path = tdir.join(c).join(format!("{name}.png"));
+            // A cell not finished yet (--report-only) is a mid-grey tile.
+            let t = if a.report_only && !path.exists() {
+                diffinv_cpu::Tensor::zeros(truth.shape())
+            } else {
+                load_image(&path, Fit::Any)?
+            };
             tiles.push(to_rgb8(&t, 0));
         }
     }
