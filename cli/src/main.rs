@@ -2,6 +2,7 @@
 
 mod cmd;
 mod common;
+mod device;
 mod folder;
 mod quality;
 mod taskargs;

@@ -19,6 +19,16 @@ impl Linear {
         Linear { fin, fout, weight, bias }
     }
 
+    /// The (out, in) weight, row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
     /// `y[i] = W x[i] + b` for `n` rows of `x`, optionally applying SiLU to the input first.
     pub fn forward(&self, x: &[f32], n: usize, silu_input: bool, y: &mut [f32]) {
         let mut xs = vec![0.0f32; self.fin];

@@ -43,6 +43,16 @@ impl GroupNorm {
         GroupNorm { groups, channels, eps: 1e-5, gamma, beta }
     }
 
+    /// The affine weight.
+    pub fn gamma(&self) -> &[f32] {
+        &self.gamma
+    }
+
+    /// The affine bias.
+    pub fn beta(&self) -> &[f32] {
+        &self.beta
+    }
+
     /// Statistics of `x` (`n` images of `channels x hw`).
     pub fn stats(&self, x: &[f32], n: usize, hw: usize) -> GroupStats {
         let gl = self.channels / self.groups * hw;

@@ -14,7 +14,7 @@ use crate::tensor::Tensor;
 use crate::unet::LoadedModel;
 use diffinv_core::rng::streams;
 use diffinv_core::sampler::{self, AldConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
-use diffinv_core::{Backend, NoiseStream};
+use diffinv_core::{Backend, NoiseStream, Operator};
 
 /// A restoration method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +121,122 @@ pub fn streams_for(seed: u64, kind: u64, first: u64, n: usize) -> Vec<NoiseStrea
     (0..n as u64).map(|i| NoiseStream::new(seed, streams::for_image(kind, first + i))).collect()
 }
 
+/// A diffusion method with its parameters resolved from the settings and the tuned defaults.
+pub struct Plan {
+    /// The method.
+    pub method: Method,
+    /// The (respaced) schedule.
+    pub schedule: Schedule,
+    /// Shape of the restored batch.
+    pub shape: [usize; 4],
+    /// DPS's step size or DiffPIR's noise mix.
+    pub zeta: f64,
+    /// Score-ALD's anneal factor, SDEdit's data step or DiffPIR's data weight.
+    pub lambda: f64,
+    /// SDEdit's starting timestep.
+    pub t0: usize,
+    /// The measurement noise.
+    pub sigma_y: f64,
+    /// The parameters used, by name (for reports).
+    pub params: Vec<(&'static str, f64)>,
+}
+
+impl Plan {
+    /// Resolves `method`'s parameters for `task` on a batch of `n` images.
+    pub fn new(
+        model: &LoadedModel,
+        method: Method,
+        task: Task,
+        settings: &Settings,
+        sigma_y: f64,
+        n: usize,
+    ) -> Result<Plan> {
+        if !method.is_diffusion() {
+            return Err(Error::Config(format!("{} is not a diffusion method", method.name())));
+        }
+        let d = Defaults::for_task(method, task);
+        let total = model.diffusion.steps;
+        let steps = settings.steps.unwrap_or(d.steps);
+        if steps == 0 || steps > total {
+            return Err(Error::Config(format!("--steps must be in 1..={total}, got {steps}")));
+        }
+        let spacing = (steps != total).then(|| steps.to_string());
+        let schedule = Schedule::new(&model.diffusion, spacing.as_deref())?;
+        let shape = [n, model.config.in_channels, model.config.image_size, model.config.image_size];
+        let (mut zeta, mut lambda, mut t0) = (0.0, 0.0, 0);
+        let params = match method {
+            Method::Dps => {
+                zeta = settings.zeta.unwrap_or_else(|| dps_zeta_for_steps(d.zeta, steps, total));
+                vec![("steps", steps as f64), ("zeta", zeta)]
+            }
+            Method::Ald => {
+                // Like DPS's zeta, the anneal factor grows with the steps a respaced step stands for.
+                lambda = settings.lambda.unwrap_or(d.lambda * total as f64 / steps as f64);
+                vec![("steps", steps as f64), ("lambda", lambda)]
+            }
+            Method::Sdedit => {
+                t0 = settings.t0.unwrap_or(d.t0);
+                if t0 >= total {
+                    return Err(Error::Config(format!("--t0 must be below {total}, got {t0}")));
+                }
+                lambda = settings.lambda.unwrap_or(d.lambda);
+                vec![("steps", steps as f64), ("t0", t0 as f64), ("lambda", lambda)]
+            }
+            Method::Diffpir => {
+                lambda = settings.lambda.unwrap_or(d.lambda);
+                zeta = settings.zeta.unwrap_or(d.zeta);
+                vec![("steps", steps as f64), ("lambda", lambda), ("zeta", zeta)]
+            }
+            _ => unreachable!("checked above"),
+        };
+        Ok(Plan { method, schedule, shape, zeta, lambda, t0, sigma_y, params })
+    }
+
+    /// Runs the method on any backend: draws the start from the init streams (SDEdit starts
+    /// from `op`'s estimate), runs the core's loop, clamps to [-1, 1]. Images are numbered from
+    /// `first` in the run.
+    pub fn run<B: Backend, A: Operator<B>>(
+        &self,
+        b: &mut B,
+        op: &A,
+        y: &B::Tensor,
+        seed: u64,
+        first: u64,
+        monitor: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> std::result::Result<(B::Tensor, Stats), SampleError<B::Error>> {
+        let n = self.shape[0];
+        let chain = self.schedule.chain();
+        let mut rngs = streams_for(seed, streams::STEPS, first, n);
+        let mut init = streams_for(seed, streams::INIT, first, n);
+        let mut mon = |a: usize, t: usize| monitor(a, t);
+        let mut x = b.zeros(self.shape)?;
+        let stats = match self.method {
+            Method::Dps => {
+                b.randn(&mut init, &mut x)?;
+                sampler::dps(b, &chain, op, y, &DpsConfig { zeta: self.zeta }, &mut x, &mut rngs, &mut mon)?
+            }
+            Method::Ald => {
+                b.randn(&mut init, &mut x)?;
+                let cfg = AldConfig { lambda: self.lambda, sigma_y: self.sigma_y, max_step: 1.0 };
+                sampler::ald(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
+            }
+            Method::Sdedit => {
+                op.init_estimate(b, y, &mut x)?;
+                let cfg = SdeditConfig { t0: self.t0, lambda: self.lambda };
+                sampler::sdedit(b, &chain, op, y, &cfg, &mut x, &mut init, &mut rngs, &mut mon)?
+            }
+            Method::Diffpir => {
+                let cfg = DiffpirConfig { lambda: self.lambda, zeta: self.zeta, sigma_y: self.sigma_y.max(1e-3) };
+                b.randn(&mut init, &mut x)?;
+                sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
+            }
+            _ => unreachable!("Plan::new takes diffusion methods only"),
+        };
+        b.clamp(&mut x, -1.0, 1.0)?;
+        Ok((x, stats))
+    }
+}
+
 /// Restores the batch `y` (measured with `op`, noise `sigma_y`) with `method`. Images are
 /// numbered from `first` in the run (each draws from its own noise streams); `monitor` sees
 /// every step and can cancel.
@@ -137,67 +253,15 @@ pub fn restore(
     first: u64,
     monitor: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Output> {
-    let d = Defaults::for_task(method, task);
     if !method.is_diffusion() {
+        let d = Defaults::for_task(method, task);
         return classical_restore(method, settings, &d, op, y, sigma_y, monitor);
     }
     let model = model.ok_or_else(|| Error::Config(format!("{} needs a diffusion model", method.name())))?;
-    let steps = settings.steps.unwrap_or(d.steps);
-    if steps == 0 || steps > model.diffusion.steps {
-        return Err(Error::Config(format!("--steps must be in 1..={}, got {steps}", model.diffusion.steps)));
-    }
-    let spacing = (steps != model.diffusion.steps).then(|| steps.to_string());
-    let sched = Schedule::new(&model.diffusion, spacing.as_deref())?;
-    let chain = sched.chain();
-    let shape = [y.n(), model.config.in_channels, model.config.image_size, model.config.image_size];
-    let n = shape[0];
+    let plan = Plan::new(model, method, task, settings, sigma_y, y.n())?;
     let mut b = CpuBackend::new(&model.unet, model.diffusion.variance);
-    let mut rngs = streams_for(seed, streams::STEPS, first, n);
-    let mut init = streams_for(seed, streams::INIT, first, n);
-    let mut mon = |a: usize, t: usize| monitor(a, t);
-    let mut x = Tensor::zeros(shape);
-    let (stats, params): (Stats, Vec<(&'static str, f64)>) = match method {
-        Method::Dps => {
-            let zeta = settings.zeta.unwrap_or_else(|| dps_zeta_for_steps(d.zeta, steps, model.diffusion.steps));
-            b.randn(&mut init, &mut x)?;
-            let s = sampler::dps(&mut b, &chain, op, y, &DpsConfig { zeta }, &mut x, &mut rngs, &mut mon)
-                .map_err(sample_err)?;
-            (s, vec![("steps", steps as f64), ("zeta", zeta)])
-        }
-        Method::Ald => {
-            // Like DPS's zeta, the anneal factor grows with the steps a respaced step stands for.
-            let lambda = settings.lambda.unwrap_or(d.lambda * model.diffusion.steps as f64 / steps as f64);
-            b.randn(&mut init, &mut x)?;
-            let cfg = AldConfig { lambda, sigma_y, max_step: 1.0 };
-            let s = sampler::ald(&mut b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon).map_err(sample_err)?;
-            (s, vec![("steps", steps as f64), ("lambda", lambda)])
-        }
-        Method::Sdedit => {
-            let t0 = settings.t0.unwrap_or(d.t0);
-            if t0 >= model.diffusion.steps {
-                return Err(Error::Config(format!("--t0 must be below {}, got {t0}", model.diffusion.steps)));
-            }
-            let lambda = settings.lambda.unwrap_or(d.lambda);
-            x = op.init_estimate(y)?;
-            let cfg = SdeditConfig { t0, lambda };
-            let s = sampler::sdedit(&mut b, &chain, op, y, &cfg, &mut x, &mut init, &mut rngs, &mut mon)
-                .map_err(sample_err)?;
-            (s, vec![("steps", steps as f64), ("t0", t0 as f64), ("lambda", lambda)])
-        }
-        Method::Diffpir => {
-            let cfg = DiffpirConfig {
-                lambda: settings.lambda.unwrap_or(d.lambda),
-                zeta: settings.zeta.unwrap_or(d.zeta),
-                sigma_y: sigma_y.max(1e-3),
-            };
-            b.randn(&mut init, &mut x)?;
-            let s = sampler::diffpir(&mut b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon).map_err(sample_err)?;
-            (s, vec![("steps", steps as f64), ("lambda", cfg.lambda), ("zeta", cfg.zeta)])
-        }
-        _ => unreachable!("classical methods returned above"),
-    };
-    b.clamp(&mut x, -1.0, 1.0)?;
-    Ok(Output { x, nfe: stats.nfe, vjps: stats.vjps, params })
+    let (x, stats) = plan.run(&mut b, op, y, seed, first, monitor).map_err(sample_err)?;
+    Ok(Output { x, nfe: stats.nfe, vjps: stats.vjps, params: plan.params })
 }
 
 /// The classical baselines: no network, the iteration count in `settings.steps`.

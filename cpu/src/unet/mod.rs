@@ -11,5 +11,5 @@ pub mod weights;
 pub use config::UNetConfig;
 pub use forward::{timestep_embedding, Tape, Trace, Workspace};
 pub use load::{default_model_path, load_model, DiffusionSettings, LoadedModel, ModelSource};
-pub use model::UNet;
+pub use model::{Layer, ResBlock, Resample, UNet};
 pub use weights::{CheckpointWeights, RandomWeights, WeightSource};

@@ -8,29 +8,44 @@ use crate::nn::{AttentionBlock, Conv2d, GroupNorm, Linear, Precision};
 
 /// Up- or down-sampling inside a ResBlock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resample {
+pub enum Resample {
+    /// Same size.
     None,
+    /// Nearest-neighbour x2.
     Up,
+    /// 2x2 average pooling.
     Down,
 }
 
 /// A ResBlock: `skip(x) + out_layers(modulate(in_layers(x), emb))`.
-pub(crate) struct ResBlock {
+pub struct ResBlock {
+    /// Output channels.
     pub cout: usize,
+    /// Resampling of both paths (after the input norm on the main path).
     pub resample: Resample,
+    /// `GN(h)(1 + scale) + shift` (else `h + emb` before the norm).
     pub scale_shift: bool,
+    /// `in_layers.0`, followed by SiLU.
     pub in_norm: GroupNorm,
+    /// `in_layers.2`.
     pub in_conv: Conv2d,
+    /// `emb_layers.1` (applied to SiLU of the time embedding).
     pub emb: Linear,
+    /// `out_layers.0`, modulated, followed by SiLU.
     pub out_norm: GroupNorm,
+    /// `out_layers.3`.
     pub out_conv: Conv2d,
+    /// The 1x1 skip convolution when the channel count changes.
     pub skip: Option<Conv2d>,
 }
 
 /// One layer of a block.
-pub(crate) enum Layer {
+pub enum Layer {
+    /// A plain convolution (the input block).
     Conv(Conv2d),
+    /// A ResBlock.
     Res(Box<ResBlock>),
+    /// A self-attention block.
     Attn(Box<AttentionBlock>),
     /// `Downsample`: a stride-2 conv, or 2x2 average pooling without one.
     Down(Option<Conv2d>),
@@ -224,6 +239,31 @@ impl UNet {
     /// The configuration.
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    /// The encoder's blocks (`input_blocks`), in order; each block's output is a skip.
+    pub fn input_blocks(&self) -> &[Vec<Layer>] {
+        &self.input_blocks
+    }
+
+    /// The middle block's layers.
+    pub fn middle_block(&self) -> &[Layer] {
+        &self.middle
+    }
+
+    /// The decoder's blocks (`output_blocks`); each starts with a ResBlock on `cat(h, skip)`.
+    pub fn output_blocks(&self) -> &[Vec<Layer>] {
+        &self.output_blocks
+    }
+
+    /// `time_embed.0` and `time_embed.2` (SiLU between them).
+    pub fn time_embed(&self) -> (&Linear, &Linear) {
+        (&self.time0, &self.time2)
+    }
+
+    /// The output head: `out.0` (followed by SiLU) and `out.2`.
+    pub fn out_layers(&self) -> (&GroupNorm, &Conv2d) {
+        (&self.out_norm, &self.out_conv)
     }
 
     /// Calls `f` on every convolution.

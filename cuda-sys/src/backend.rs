@@ -1,0 +1,330 @@
+//! [`diffinv_core::Backend`] on the GPU: the core's sampler loops drive the GPU UNet and the
+//! element-wise steps of `diffinv_core::{diffusion, update}` as CUDA kernels. Noise is drawn
+//! on the host from the same counter-based streams as the CPU backend, so both backends see the
+//! same numbers.
+
+use crate::device::{Arg::*, Gpu};
+use crate::error::{Error, Result};
+use crate::tensor::{same, GpuTensor};
+use crate::unet::{GpuTape, GpuUNet};
+use diffinv_core::update::ddim_sigma;
+use diffinv_core::{Backend, NoiseStream, Shape, StepCoefs, VarianceKind};
+
+/// The GPU backend: a device, an optional model, and the tape between `model_for_grad` and
+/// `model_vjp`.
+pub struct CudaBackend<'g> {
+    gpu: &'g Gpu,
+    model: Option<&'g GpuUNet>,
+    variance: VarianceKind,
+    tape: Option<GpuTape>,
+    /// Network evaluations so far.
+    pub nfe: usize,
+}
+
+/// One operand of [`lin3`]: a pointer, its image stride (floats) and its coefficient.
+type Term = (u64, usize, f64);
+
+const NONE: Term = (0, 0, 0.0);
+
+impl<'g> CudaBackend<'g> {
+    /// A backend that runs `model` with the reverse-process variance `variance`.
+    pub fn new(gpu: &'g Gpu, model: &'g GpuUNet, variance: VarianceKind) -> Self {
+        CudaBackend { gpu, model: Some(model), variance, tape: None, nfe: 0 }
+    }
+
+    /// A backend without a model (operators only).
+    pub fn without_model(gpu: &'g Gpu) -> Self {
+        CudaBackend { gpu, model: None, variance: VarianceKind::FixedSmall, tape: None, nfe: 0 }
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    fn unet(&self) -> Result<&'g GpuUNet> {
+        self.model.ok_or_else(|| Error::Shape("this backend has no model".into()))
+    }
+
+    /// `out[i] = a x[i] + b y[i] + c z[i]` over `n` images of `len` floats (each operand with
+    /// its own image stride), clamped to [-1, 1] when `clip`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn lin3(
+        &self,
+        out: (u64, usize),
+        x: Term,
+        y: Term,
+        z: Term,
+        len: usize,
+        n: usize,
+        clip: bool,
+    ) -> Result<()> {
+        let l = |v: usize| L(v as i64);
+        self.gpu.launch_planes(
+            "lin3",
+            len,
+            n,
+            1,
+            &[
+                P(out.0),
+                l(out.1),
+                P(x.0),
+                l(x.1),
+                F(x.2 as f32),
+                P(y.0),
+                l(y.1),
+                F(y.2 as f32),
+                P(z.0),
+                l(z.1),
+                F(z.2 as f32),
+                I(len as i32),
+                I(clip as i32),
+            ],
+        )
+    }
+
+    /// `lin3` over whole tensors of one shape.
+    fn lin(&self, out: &GpuTensor, terms: [Option<(&GpuTensor, f64)>; 3]) -> Result<()> {
+        let l = out.image_len();
+        let t = |o: Option<(&GpuTensor, f64)>| o.map_or(NONE, |(x, a)| (x.p(), l, a));
+        self.lin3((out.p(), l), t(terms[0]), t(terms[1]), t(terms[2]), l, out.shape[0], false)
+    }
+}
+
+fn opt(z: Option<&GpuTensor>, c: f64) -> Option<(&GpuTensor, f64)> {
+    z.map(|z| (z, c))
+}
+
+impl Backend for CudaBackend<'_> {
+    type Tensor = GpuTensor;
+    type Error = Error;
+
+    fn shape(&self, x: &GpuTensor) -> Shape {
+        x.shape
+    }
+
+    fn zeros(&mut self, shape: Shape) -> Result<GpuTensor> {
+        GpuTensor::zeros(self.gpu, shape)
+    }
+
+    fn copy(&mut self, src: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
+        same(src, dst, "copy")?;
+        self.gpu.copy(&src.buf, 0, &mut dst.buf, 0, src.len())
+    }
+
+    fn model_out_channels(&self) -> usize {
+        self.model.map_or(0, GpuUNet::out_channels)
+    }
+
+    fn variance(&self) -> VarianceKind {
+        self.variance
+    }
+
+    fn model(&mut self, x: &GpuTensor, t: usize, out: &mut GpuTensor) -> Result<()> {
+        let ts = vec![t as f32; x.shape[0]];
+        *out = self.unet()?.forward(self.gpu, x, &ts)?;
+        self.nfe += 1;
+        Ok(())
+    }
+
+    fn model_for_grad(&mut self, x: &GpuTensor, t: usize, out: &mut GpuTensor) -> Result<()> {
+        let ts = vec![t as f32; x.shape[0]];
+        let (o, tape) = self.unet()?.forward_with_tape(self.gpu, x, &ts)?;
+        *out = o;
+        self.tape = Some(tape);
+        self.nfe += 1;
+        Ok(())
+    }
+
+    fn model_vjp(&mut self, cotangent: &GpuTensor, grad_x: &mut GpuTensor) -> Result<()> {
+        let tape = self.tape.take().ok_or_else(|| Error::Shape("model_vjp without model_for_grad".into()))?;
+        *grad_x = self.unet()?.vjp(self.gpu, tape, cotangent)?;
+        Ok(())
+    }
+
+    fn randn(&mut self, rngs: &mut [NoiseStream], out: &mut GpuTensor) -> Result<()> {
+        if rngs.len() != out.shape[0] {
+            return Err(Error::Shape(format!("{} noise streams for a batch of {}", rngs.len(), out.shape[0])));
+        }
+        use rayon::prelude::*;
+        let l = out.image_len();
+        let mut host = vec![0.0f32; out.len()];
+        // Counter-based streams: element j of image i is draw start_i + j, whatever the split
+        // (so the CPU backend's numbers, in parallel).
+        for (rng, img) in rngs.iter_mut().zip(host.chunks_mut(l)) {
+            let (r, start) = (*rng, rng.reserve(l));
+            img.par_chunks_mut(1 << 14).enumerate().for_each(|(c, o)| {
+                for (j, v) in o.iter_mut().enumerate() {
+                    *v = r.normal_at(start + ((c << 14) + j) as u64) as f32;
+                }
+            });
+        }
+        self.gpu.stream().memcpy_htod(&host, &mut out.buf.0)?;
+        Ok(())
+    }
+
+    fn q_sample(&mut self, x0: &GpuTensor, noise: &GpuTensor, abar: f64, out: &mut GpuTensor) -> Result<()> {
+        same(x0, noise, "q_sample")?;
+        same(x0, out, "q_sample")?;
+        self.lin(out, [Some((x0, abar.sqrt())), Some((noise, (1.0 - abar).sqrt())), None])
+    }
+
+    fn predict_x0(
+        &mut self,
+        x_t: &GpuTensor,
+        model_out: &GpuTensor,
+        c: &StepCoefs,
+        clip: bool,
+        out: &mut GpuTensor,
+    ) -> Result<()> {
+        same(x_t, out, "predict_x0")?;
+        let l = x_t.image_len();
+        let x = (x_t.p(), l, c.sqrt_recip_abar());
+        let e = (model_out.p(), model_out.image_len(), -c.sqrt_recipm1_abar());
+        self.lin3((out.p(), l), x, e, NONE, l, x_t.shape[0], clip)
+    }
+
+    fn eps_from_x0(&mut self, x_t: &GpuTensor, x0: &GpuTensor, c: &StepCoefs, out: &mut GpuTensor) -> Result<()> {
+        same(x_t, x0, "eps_from_x0")?;
+        let inv_b = 1.0 / c.sqrt_recipm1_abar();
+        self.lin(out, [Some((x_t, c.sqrt_recip_abar() * inv_b)), Some((x0, -inv_b)), None])
+    }
+
+    fn posterior_sample(
+        &mut self,
+        x0: &GpuTensor,
+        x_t: &GpuTensor,
+        model_out: &GpuTensor,
+        c: &StepCoefs,
+        kind: VarianceKind,
+        z: Option<&GpuTensor>,
+        out: &mut GpuTensor,
+    ) -> Result<()> {
+        same(x0, x_t, "posterior_sample")?;
+        same(x0, out, "posterior_sample")?;
+        if kind != VarianceKind::LearnedRange {
+            let s = (0.5 * c.fixed_log_variance(kind)).exp();
+            return self.lin(out, [Some((x0, c.coef1)), Some((x_t, c.coef2)), opt(z, s)]);
+        }
+        let l = x0.image_len();
+        let args = [
+            P(out.p()),
+            P(x0.p()),
+            P(x_t.p()),
+            P(model_out.buf.at(l)),
+            L(model_out.image_len() as i64),
+            P(z.map_or(0, GpuTensor::p)),
+            F(c.coef1 as f32),
+            F(c.coef2 as f32),
+            F(c.beta.ln() as f32),
+            F(c.posterior_log_variance_clipped as f32),
+            I(l as i32),
+        ];
+        self.gpu.launch_planes("posterior_learned", l, x0.shape[0], 1, &args)
+    }
+
+    fn ddim_step(
+        &mut self,
+        x0: &GpuTensor,
+        eps: &GpuTensor,
+        z: Option<&GpuTensor>,
+        abar: f64,
+        abar_prev: f64,
+        eta: f64,
+        out: &mut GpuTensor,
+    ) -> Result<()> {
+        same(x0, eps, "ddim_step")?;
+        let s = ddim_sigma(abar, abar_prev, eta);
+        let b = (1.0 - abar_prev - s * s).max(0.0).sqrt();
+        let z = if s > 0.0 { opt(z, s) } else { None };
+        self.lin(out, [Some((x0, abar_prev.sqrt())), Some((eps, b)), z])
+    }
+
+    fn diffpir_step(
+        &mut self,
+        x0: &GpuTensor,
+        x_t: &GpuTensor,
+        z: Option<&GpuTensor>,
+        abar: f64,
+        abar_prev: f64,
+        zeta: f64,
+        out: &mut GpuTensor,
+    ) -> Result<()> {
+        same(x0, x_t, "diffpir_step")?;
+        // eps = ex x_t + e0 x0;  out = a x0 + b eps + c z
+        let inv = 1.0 / (1.0 - abar).sqrt();
+        let (ex, e0) = (inv, -abar.sqrt() * inv);
+        let s = (1.0 - abar_prev).sqrt();
+        let (b, c) = (s * (1.0 - zeta).sqrt(), s * zeta.sqrt());
+        self.lin(out, [Some((x0, abar_prev.sqrt() + b * e0)), Some((x_t, b * ex)), opt(z, c)])
+    }
+
+    fn axpby(&mut self, a: f64, x: &GpuTensor, b: f64, y: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
+        same(x, y, "axpby")?;
+        same(x, out, "axpby")?;
+        self.lin(out, [Some((x, a)), Some((y, b)), None])
+    }
+
+    fn axpy(&mut self, a: f64, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+        same(x, y, "axpy")?;
+        self.lin(y, [Some((y, 1.0)), Some((x, a)), None])
+    }
+
+    fn mask_blend(&mut self, x: &GpuTensor, y_t: &GpuTensor, mask: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
+        same(x, y_t, "mask_blend")?;
+        let l = x.image_len();
+        if mask.image_len() != l || (mask.shape[0] != 1 && mask.shape[0] != x.shape[0]) {
+            return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", mask.shape, x.shape)));
+        }
+        let sm = if mask.shape[0] == 1 { 0 } else { l };
+        let args = [P(out.p()), P(x.p()), P(y_t.p()), P(mask.p()), L(sm as i64), I(l as i32)];
+        self.gpu.launch_planes("mask_blend", l, x.shape[0], 1, &args)
+    }
+
+    fn clamp(&mut self, x: &mut GpuTensor, lo: f64, hi: f64) -> Result<()> {
+        self.gpu.launch_n("clamp_inplace", x.len(), &[P(x.p()), F(lo as f32), F(hi as f32), L(x.len() as i64)])
+    }
+
+    fn clip_gradient(&mut self, x0_raw: &GpuTensor, grad: &mut GpuTensor) -> Result<()> {
+        same(x0_raw, grad, "clip_gradient")?;
+        self.gpu.launch_n("clip_gradient", grad.len(), &[P(x0_raw.p()), P(grad.p()), L(grad.len() as i64)])
+    }
+
+    fn norms(&mut self, x: &GpuTensor, out: &mut [f64]) -> Result<()> {
+        let n = x.shape[0];
+        let st = self.gpu.stream();
+        let s = st.alloc_zeros::<f64>(n)?;
+        let sp = {
+            use cudarc::driver::DevicePtr;
+            s.device_ptr(st).0
+        };
+        self.gpu.launch("sumsq", (n as u32, 1, 1), 512, &[P(x.p()), P(sp), L(x.image_len() as i64)])?;
+        let v = st.clone_dtoh(&s)?;
+        for (o, v) in out.iter_mut().zip(v) {
+            *o = v.sqrt();
+        }
+        Ok(())
+    }
+
+    fn scale_images(&mut self, x: &mut GpuTensor, s: &[f64]) -> Result<()> {
+        let sf: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+        let sd = self.gpu.upload(&sf)?;
+        let args = [P(x.p()), P(sd.p()), L(x.image_len() as i64), L(x.len() as i64)];
+        self.gpu.launch_n("scale_images", x.len(), &args)
+    }
+
+    fn embed_channels(&mut self, g: &GpuTensor, scale: f64, out: &mut GpuTensor) -> Result<()> {
+        let l = g.image_len();
+        if out.shape[0] != g.shape[0] || out.image_len() < l || out.shape[2] != g.shape[2] {
+            return Err(Error::Shape(format!("cannot embed {:?} into {:?}", g.shape, out.shape)));
+        }
+        self.gpu.stream().memset_zeros(&mut out.buf.0)?;
+        self.lin3((out.p(), out.image_len()), (g.p(), l, scale), NONE, NONE, l, g.shape[0], false)
+    }
+
+    fn max_abs(&mut self, x: &GpuTensor) -> Result<f64> {
+        let m = self.gpu.alloc(1)?;
+        self.gpu.launch("max_abs", (1, 1, 1), 1024, &[P(x.p()), P(m.p()), L(x.len() as i64)])?;
+        Ok(self.gpu.download(&m, 1)?[0] as f64)
+    }
+}
