@@ -7,12 +7,12 @@
 mod common;
 use common::{golden, rel_err, tensor};
 use diffinv::core::sampler::{dps_step, DpsWork};
-use diffinv::core::schedule::{alphas_cumprod, BetaSchedule, Chain};
+use diffinv::core::schedule::Chain;
 use diffinv::core::{Backend, NoiseStream, Operator, VarianceKind};
 use diffinv::cpu::image_io::{load_image, Fit};
 use diffinv::cpu::ops::{self, Op, Task, TaskParams};
 use diffinv::cpu::solve::{self, Method, Settings};
-use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, UNetConfig, Workspace};
+use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, Workspace};
 use diffinv::cpu::{CpuBackend, Tensor};
 use diffinv::cuda::{CudaBackend, Error, Gpu, GpuOp, GpuTensor, GpuUNet};
 
@@ -86,15 +86,7 @@ fn celeba64_forward_and_grad_match_reference() {
 #[test]
 fn every_architecture_variant_matches_the_cpu() {
     let Some(g) = gpu() else { return };
-    let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
-        "attention_resolutions": [8, 4], "channel_mult": [1, 2, 2], "num_head_channels": 16"#;
-    let variants = [
-        r#", "out_channels": 6}"#,
-        r#", "use_scale_shift_norm": false, "resblock_updown": false, "use_new_attention_order": true}"#,
-        r#", "resblock_updown": false, "conv_resample": false, "num_res_blocks": 2}"#,
-    ];
-    for (i, extra) in variants.iter().enumerate() {
-        let cfg = UNetConfig::from_json(&format!("{base}{extra}")).unwrap();
+    for (i, (cfg, what)) in common::unet_variants().into_iter().enumerate() {
         let u = UNet::new(&cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
         let x = randn([2, 3, 16, 16], 1);
         let t = [37.0f32, 801.0];
@@ -104,8 +96,8 @@ fn every_architecture_variant_matches_the_cpu() {
         let grad = u.vjp(tape, &cot, &mut ws).unwrap();
         let (gout, ggrad) = gpu_fwd_grad(&g, &u, &x, &t, &cot);
         let (eo, eg) = (rel_err(gout.data(), out.data()), rel_err(ggrad.data(), grad.data()));
-        eprintln!("variant {i}: out {eo:.2e}, grad {eg:.2e}");
-        assert!(eo <= 1e-4 && eg <= 1e-4, "variant {extra}: out {eo:.3e}, grad {eg:.3e}");
+        eprintln!("variant {i} ({what}): out {eo:.2e}, grad {eg:.2e}");
+        assert!(eo <= 1e-4 && eg <= 1e-4, "variant {what}: out {eo:.3e}, grad {eg:.3e}");
     }
 }
 
@@ -116,11 +108,7 @@ fn dps_steps_match_the_official_code() {
     let m = load_model(&ModelSource::Default, None).unwrap();
     let gm = GpuUNet::new(&gpu, &m.unet).unwrap();
     let mut b = CudaBackend::new(&gpu, &gm, m.diffusion.variance);
-    let mut betas = vec![0.0; 1000];
-    BetaSchedule::LINEAR.fill_betas(&mut betas);
-    let mut abar = vec![0.0; 1000];
-    alphas_cumprod(&betas, &mut abar);
-    let steps: Vec<usize> = (0..1000).collect();
+    let (steps, betas, abar) = common::linear_schedule();
     let chain = Chain::new(&steps, &betas, &abar).unwrap();
     let op = Op::Mask(tensor(&g, "mask"));
     let gop = GpuOp::new(&b, &op).unwrap();
@@ -184,11 +172,7 @@ fn elementwise_steps_match_the_cpu() {
     let (a, b, c) = (randn(s, 1), randn(s, 2), randn(s, 3));
     let wide = randn([2, 6, 8, 8], 4);
     let coefs = {
-        let mut betas = vec![0.0; 1000];
-        BetaSchedule::LINEAR.fill_betas(&mut betas);
-        let mut abar = vec![0.0; 1000];
-        alphas_cumprod(&betas, &mut abar);
-        let steps: Vec<usize> = (0..1000).collect();
+        let (steps, betas, abar) = common::linear_schedule();
         Chain::new(&steps, &betas, &abar).unwrap().coefs(400)
     };
     let ins = [a.clone(), b.clone(), c.clone()];

@@ -4,7 +4,7 @@
 mod common;
 use common::{golden, rel_err, tensor};
 use diffinv::core::sampler::{dps_step, DpsWork};
-use diffinv::core::schedule::{alphas_cumprod, BetaSchedule, Chain};
+use diffinv::core::schedule::Chain;
 use diffinv::core::Backend;
 use diffinv::cpu::ops::Op;
 use diffinv::cpu::unet::{load_model, ModelSource};
@@ -15,11 +15,7 @@ fn dps_steps_match_the_official_code() {
     let g = golden("dps_steps");
     let m = load_model(&ModelSource::Default, None).unwrap();
     let mut b = CpuBackend::new(&m.unet, m.diffusion.variance);
-    let mut betas = vec![0.0; 1000];
-    BetaSchedule::LINEAR.fill_betas(&mut betas);
-    let mut abar = vec![0.0; 1000];
-    alphas_cumprod(&betas, &mut abar);
-    let steps: Vec<usize> = (0..1000).collect();
+    let (steps, betas, abar) = common::linear_schedule();
     let chain = Chain::new(&steps, &betas, &abar).unwrap();
     let op = Op::Mask(tensor(&g, "mask"));
     let y = tensor(&g, "y");

@@ -4,7 +4,7 @@
 mod common;
 use common::{golden, rel_err, tensor};
 use diffinv::core::NoiseStream;
-use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, UNetConfig, Workspace};
+use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, Workspace};
 use diffinv::cpu::Tensor;
 
 #[test]
@@ -50,21 +50,7 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 /// `f(x) = <model(x), g>`, on tiny models covering every architecture switch.
 #[test]
 fn vjp_matches_finite_differences_on_all_variants() {
-    let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
-        "attention_resolutions": [8, 4], "channel_mult": [1, 2, 2], "num_head_channels": 16"#;
-    let variants = [
-        (r#", "out_channels": 6}"#, "learned sigma, scale-shift, resblock up/down, legacy attention"),
-        (
-            r#", "use_scale_shift_norm": false, "resblock_updown": false, "use_new_attention_order": true}"#,
-            "no scale-shift, conv resampling, new attention order",
-        ),
-        (
-            r#", "resblock_updown": false, "conv_resample": false, "num_res_blocks": 2}"#,
-            "pool/nearest resampling, two ResBlocks per level",
-        ),
-    ];
-    for (i, (extra, what)) in variants.iter().enumerate() {
-        let cfg = UNetConfig::from_json(&format!("{base}{extra}")).unwrap();
+    for (i, (cfg, what)) in common::unet_variants().into_iter().enumerate() {
         let u = UNet::new(&cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
         let x = randn([2, 3, 16, 16], 1);
         let t = [37.0f32, 801.0];

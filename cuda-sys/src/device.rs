@@ -335,30 +335,19 @@ impl Gpu {
         &self,
         ta: bool,
         tb: bool,
-        (m, n, k): (usize, usize, usize),
-        (a, lda, sa): (u64, usize, usize),
-        (b, ldb, sb): (u64, usize, usize),
+        mnk: (usize, usize, usize),
+        a: (u64, usize, usize),
+        b: (u64, usize, usize),
         beta: f32,
-        (c, ldc, sc): (u64, usize, usize),
+        c: (u64, usize, usize),
         batch: usize,
     ) -> Result<()> {
-        self.timed(if batch == 1 { "sgemm" } else { "sgemm_strided_batched" }, || {
-            self.gemm_now(ta, tb, (m, n, k), (a, lda, sa), (b, ldb, sb), beta, (c, ldc, sc), batch)
-        })
+        let call = GemmCall { ta, tb, mnk, a, b, beta, c, batch };
+        self.timed(if batch == 1 { "sgemm" } else { "sgemm_strided_batched" }, || self.gemm_now(&call))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_now(
-        &self,
-        ta: bool,
-        tb: bool,
-        (m, n, k): (usize, usize, usize),
-        (a, lda, sa): (u64, usize, usize),
-        (b, ldb, sb): (u64, usize, usize),
-        beta: f32,
-        (c, ldc, sc): (u64, usize, usize),
-        batch: usize,
-    ) -> Result<()> {
+    fn gemm_now(&self, g: &GemmCall) -> Result<()> {
+        let GemmCall { ta, tb, mnk: (m, n, k), a: (a, lda, sa), b: (b, ldb, sb), beta, c: (c, ldc, sc), batch } = *g;
         use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
         let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
         let alpha = 1.0f32;
@@ -408,6 +397,20 @@ impl Gpu {
         }
         Ok(())
     }
+}
+
+/// One GEMM's arguments (see [`Gpu::gemm`]): matrices as (pointer, leading dimension, batch
+/// stride).
+#[derive(Clone, Copy)]
+struct GemmCall {
+    ta: bool,
+    tb: bool,
+    mnk: (usize, usize, usize),
+    a: (u64, usize, usize),
+    b: (u64, usize, usize),
+    beta: f32,
+    c: (u64, usize, usize),
+    batch: usize,
 }
 
 /// Keeps freed device memory in the stream-ordered pool: with the default release threshold

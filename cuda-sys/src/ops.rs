@@ -50,6 +50,25 @@ impl<'a> GpuOp<'a> {
         b.gpu().launch_planes("mask_mul", l, x.shape[0], 1, &[P(out.p()), P(x.p()), P(m.p()), L(sm), I(l as i32)])
     }
 
+    /// `A x` or `A^T x` (the mask and the identity are self-adjoint; `host` is the CPU's
+    /// operator for the rest).
+    fn apply(
+        &self,
+        b: &CudaBackend<'_>,
+        x: &GpuTensor,
+        out: &mut GpuTensor,
+        host: impl Fn(&Tensor) -> diffinv_cpu::Result<Tensor>,
+    ) -> Result<()> {
+        match (&self.mask, self.op) {
+            (Some(m), _) => self.masked(b, m, x, out),
+            (None, Op::Identity) => {
+                *out = GpuTensor::zeros(b.gpu(), x.shape)?;
+                b.gpu().copy(&x.buf, 0, &mut out.buf, 0, x.len())
+            }
+            _ => self.on_host(b, x, out, host),
+        }
+    }
+
     fn mask_stride(&self, m: &GpuTensor, x: &GpuTensor) -> Result<i64> {
         if m.image_len() != x.image_len() || (m.shape[0] != 1 && m.shape[0] != x.shape[0]) {
             return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", m.shape, x.shape)));
@@ -64,25 +83,11 @@ impl<'g> Operator<CudaBackend<'g>> for GpuOp<'_> {
     }
 
     fn forward(&self, b: &mut CudaBackend<'g>, x: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
-        match (&self.mask, self.op) {
-            (Some(m), _) => self.masked(b, m, x, out),
-            (None, Op::Identity) => {
-                *out = GpuTensor::zeros(b.gpu(), x.shape)?;
-                b.gpu().copy(&x.buf, 0, &mut out.buf, 0, x.len())
-            }
-            _ => self.on_host(b, x, out, |h| self.op.forward(h)),
-        }
+        self.apply(b, x, out, |h| self.op.forward(h))
     }
 
     fn adjoint(&self, b: &mut CudaBackend<'g>, y: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
-        match (&self.mask, self.op) {
-            (Some(m), _) => self.masked(b, m, y, out),
-            (None, Op::Identity) => {
-                *out = GpuTensor::zeros(b.gpu(), y.shape)?;
-                b.gpu().copy(&y.buf, 0, &mut out.buf, 0, y.len())
-            }
-            _ => self.on_host(b, y, out, |h| self.op.adjoint(h)),
-        }
+        self.apply(b, y, out, |h| self.op.adjoint(h))
     }
 
     fn data_solve(

@@ -30,3 +30,34 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let m = b.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
     a.iter().zip(b).fold(0.0f64, |e, (x, y)| e.max((*x as f64 - *y as f64).abs())) / m
 }
+
+/// The tiny architecture variants that cover every switch of the UNet: (config, what it covers).
+pub fn unet_variants() -> Vec<(diffinv::cpu::unet::UNetConfig, &'static str)> {
+    let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
+        "attention_resolutions": [8, 4], "channel_mult": [1, 2, 2], "num_head_channels": 16"#;
+    [
+        (r#", "out_channels": 6}"#, "learned sigma, scale-shift, resblock up/down, legacy attention"),
+        (
+            r#", "use_scale_shift_norm": false, "resblock_updown": false, "use_new_attention_order": true}"#,
+            "no scale-shift, conv resampling, new attention order",
+        ),
+        (
+            r#", "resblock_updown": false, "conv_resample": false, "num_res_blocks": 2}"#,
+            "pool/nearest resampling, two ResBlocks per level",
+        ),
+    ]
+    .into_iter()
+    .map(|(extra, what)| (diffinv::cpu::unet::UNetConfig::from_json(&format!("{base}{extra}")).unwrap(), what))
+    .collect()
+}
+
+/// The betas and cumulative alphas of the 1000-step linear schedule, and its timesteps, for
+/// `Chain::new(&steps, &betas, &abar)`.
+pub fn linear_schedule() -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+    use diffinv::core::schedule::{alphas_cumprod, BetaSchedule};
+    let mut betas = vec![0.0; 1000];
+    BetaSchedule::LINEAR.fill_betas(&mut betas);
+    let mut abar = vec![0.0; 1000];
+    alphas_cumprod(&betas, &mut abar);
+    ((0..1000).collect(), betas, abar)
+}
