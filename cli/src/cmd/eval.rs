@@ -4,13 +4,14 @@
 
 use super::model::source;
 use crate::common::{interrupted, CliError, Global, Result};
+use crate::device::Device;
 use crate::folder::list_images;
 use crate::quality::Judge;
 use clap::Args;
 use diffinv_cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
 use diffinv_cpu::io::write_atomic;
 use diffinv_cpu::ops::{build, measure, Task, TaskParams};
-use diffinv_cpu::solve::{restore, Method, Settings};
+use diffinv_cpu::solve::{Method, Settings};
 use diffinv_cpu::unet::load_model;
 use diffinv_cpu::Error;
 use serde_json::{json, Value};
@@ -55,6 +56,12 @@ pub struct EvalArgs {
     /// looked at while it goes on); a method missing cells shows how many images it covers.
     #[arg(long)]
     report_only: bool,
+    /// Where the diffusion methods run: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// With --device cuda: allow TF32 tensor cores.
+    #[arg(long)]
+    tf32: bool,
 }
 
 /// A method with its overrides, and the label its results are filed under.
@@ -116,6 +123,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
         None
     };
     let size = model.as_ref().map(|m| m.config.image_size);
+    let device = if a.report_only { Device::Cpu } else { Device::open(&a.device, model.as_ref(), a.tf32)? };
     let judge = Judge::load()?;
     let total = tasks.len() * specs.len() * images.len();
     let pb = g.progress(total as u64, "eval");
@@ -170,29 +178,35 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                         }
                         let t0 = Instant::now();
                         let base = done;
-                        let out = restore(
-                            model.as_ref(),
-                            spec.method,
-                            task,
-                            &spec.settings,
-                            &op,
-                            &y,
-                            a.noise,
-                            g.seed,
-                            i as u64,
-                            &mut |k, n| {
-                                pb.set(base);
-                                pb.set_message(&format!("{} {} {name} {k}/{n}", task.name(), spec.label));
-                                !interrupted()
-                            },
-                        )
-                        .map_err(|e| match e {
-                            Error::Cancelled => CliError {
-                                code: 130,
-                                message: "interrupted; finished cells are kept, re-run to resume".into(),
-                            },
-                            e => CliError::runtime(format!("{} {} on {}: {e}", task.name(), spec.label, img.display())),
-                        })?;
+                        let out = device
+                            .restore(
+                                model.as_ref(),
+                                spec.method,
+                                task,
+                                &spec.settings,
+                                &op,
+                                &y,
+                                a.noise,
+                                g.seed,
+                                i as u64,
+                                &mut |k, n| {
+                                    pb.set(base);
+                                    pb.set_message(&format!("{} {} {name} {k}/{n}", task.name(), spec.label));
+                                    !interrupted()
+                                },
+                            )
+                            .map_err(|e| match e {
+                                Error::Cancelled => CliError {
+                                    code: 130,
+                                    message: "interrupted; finished cells are kept, re-run to resume".into(),
+                                },
+                                e => CliError::runtime(format!(
+                                    "{} {} on {}: {e}",
+                                    task.name(),
+                                    spec.label,
+                                    img.display()
+                                )),
+                            })?;
                         let secs = t0.elapsed().as_secs_f64();
                         save_image(&cdir.join(format!("{name}.png")), &out.x, 0)?;
                         let mut m = serde_json::Map::new();
