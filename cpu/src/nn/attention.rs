@@ -131,62 +131,14 @@ impl AttentionBlock {
     }
 }
 
-/// Sum of `x` in 16 lanes (a serial f32 sum does not vectorise).
-#[inline(always)]
-fn sum16(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let mut it = x.chunks_exact(16);
-    for v in &mut it {
-        for j in 0..16 {
-            acc[j] += v[j];
-        }
-    }
-    for (j, &v) in it.remainder().iter().enumerate() {
-        acc[j] += v;
-    }
-    acc.iter().sum()
-}
-
-/// `sum(a * b)` in 16 lanes.
-#[inline(always)]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (mut ia, mut ib) = (a.chunks_exact(16), b.chunks_exact(16));
-    for (u, v) in (&mut ia).zip(&mut ib) {
-        for j in 0..16 {
-            acc[j] += u[j] * v[j];
-        }
-    }
-    for (j, (&u, &v)) in ia.remainder().iter().zip(ib.remainder()).enumerate() {
-        acc[j] += u * v;
-    }
-    acc.iter().sum()
-}
-
-/// Maximum of `x` in 16 lanes.
-#[inline(always)]
-fn max16(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let mut it = x.chunks_exact(16);
-    for v in &mut it {
-        for j in 0..16 {
-            acc[j] = acc[j].max(v[j]);
-        }
-    }
-    for (j, &v) in it.remainder().iter().enumerate() {
-        acc[j] = acc[j].max(v);
-    }
-    acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
-}
-
 multiversion! {
     fn softmax_rows(s: &mut [f32], l: usize, scale: f32) {
         for row in s.chunks_mut(l) {
-            let m = max16(row) * scale;
+            let m = super::simd::max16(row) * scale;
             for v in row.iter_mut() {
                 *v = super::simd::exp(*v * scale - m);
             }
-            let inv = 1.0 / sum16(row);
+            let inv = 1.0 / super::simd::sum16(row);
             row.iter_mut().for_each(|v| *v *= inv);
         }
     }
@@ -196,7 +148,7 @@ multiversion! {
     /// `dw <- scale * w * (dw - sum_s w dw)` per row: the softmax's adjoint, times the score scale.
     fn softmax_backward_rows(w: &[f32], dw: &mut [f32], l: usize, scale: f32) {
         for (wr, dr) in w.chunks(l).zip(dw.chunks_mut(l)) {
-            let dot = dot16(wr, dr);
+            let dot = super::simd::dot16(wr, dr);
             for (d, &wv) in dr.iter_mut().zip(wr) {
                 *d = scale * wv * (*d - dot);
             }

@@ -69,6 +69,57 @@ pub fn silu_grad(x: f32) -> f32 {
     s * (1.0 + x * (1.0 - s))
 }
 
+// Reductions in 16 independent lanes: a serial f32 loop is one dependency chain that does not
+// vectorise; these compile to one vector accumulator inside multiversioned callers.
+
+/// Sum of `x` in 16 lanes (a serial f32 sum does not vectorise).
+#[inline(always)]
+pub(crate) fn sum16(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut it = x.chunks_exact(16);
+    for v in &mut it {
+        for j in 0..16 {
+            acc[j] += v[j];
+        }
+    }
+    for (j, &v) in it.remainder().iter().enumerate() {
+        acc[j] += v;
+    }
+    acc.iter().sum()
+}
+
+/// `sum(a * b)` in 16 lanes.
+#[inline(always)]
+pub(crate) fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (mut ia, mut ib) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (u, v) in (&mut ia).zip(&mut ib) {
+        for j in 0..16 {
+            acc[j] += u[j] * v[j];
+        }
+    }
+    for (j, (&u, &v)) in ia.remainder().iter().zip(ib.remainder()).enumerate() {
+        acc[j] += u * v;
+    }
+    acc.iter().sum()
+}
+
+/// Maximum of `x` in 16 lanes.
+#[inline(always)]
+pub(crate) fn max16(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut it = x.chunks_exact(16);
+    for v in &mut it {
+        for j in 0..16 {
+            acc[j] = acc[j].max(v[j]);
+        }
+    }
+    for (j, &v) in it.remainder().iter().enumerate() {
+        acc[j] = acc[j].max(v);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
