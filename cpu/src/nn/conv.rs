@@ -227,6 +227,8 @@ pub struct Conv2d {
     packed_bf16: std::sync::OnceLock<PackedA>,
     packed_t_bf16: std::sync::OnceLock<PackedA>,
     cache_transposed: bool,
+    /// Keep the bf16 Winograd weights even when `cache_transposed` is off.
+    cache_bf16: bool,
     /// Winograd-transformed weights (forward, adjoint) x (f32, bf16), made on first use.
     wino: [std::sync::OnceLock<WinogradWeights>; 4],
 }
@@ -257,6 +259,7 @@ impl Conv2d {
             packed_bf16: std::sync::OnceLock::new(),
             packed_t_bf16: std::sync::OnceLock::new(),
             cache_transposed: true,
+            cache_bf16: false,
             wino: Default::default(),
         }
     }
@@ -369,7 +372,7 @@ impl Conv2d {
     fn with_transposed<R>(&self, prec: Precision, f: impl FnOnce((Isa, &PackedA)) -> R) -> R {
         let bf16 = prec == Precision::Bf16 && Isa::Avx512Bf16.available();
         let isa = if bf16 { Isa::Avx512Bf16 } else { default_isa() };
-        if self.cache_transposed {
+        if self.cache_transposed || (bf16 && self.cache_bf16) {
             let cell = if bf16 { &self.packed_t_bf16 } else { &self.packed_t };
             f((isa, cell.get_or_init(|| self.pack_transposed(bf16))))
         } else {
@@ -397,11 +400,17 @@ impl Conv2d {
                 WinogradWeights::new(self.cout, self.cin, bf16, |co, ci, t| p.get(co, ci * 9 + t))
             }
         };
-        if self.cache_transposed {
+        if self.cache_transposed || (bf16 && self.cache_bf16) {
             f(isa, self.wino[2 * usize::from(adjoint) + usize::from(bf16)].get_or_init(make))
         } else {
             f(isa, &make())
         }
+    }
+
+    /// Keeps the bf16 Winograd weights between calls even where the f32 ones are made per call
+    /// (a model running in bf16 pays their memory rather than a transform per call).
+    pub fn set_cache_bf16(&mut self, keep: bool) {
+        self.cache_bf16 = keep;
     }
 
     /// Whether the adjoint's packed weights are kept between calls (default) or packed per call,

@@ -302,6 +302,8 @@ impl UNet {
     /// Sets the convolutions' arithmetic (bf16 needs AVX512-BF16; without it f32 is used).
     pub fn set_precision(&mut self, p: Precision) {
         self.precision = p;
+        let bf16 = p == Precision::Bf16;
+        self.for_each_conv(&mut |c| c.set_cache_bf16(bf16));
     }
 
     /// The convolutions' arithmetic.
