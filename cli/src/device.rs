@@ -63,6 +63,15 @@ impl Device {
         }
     }
 
+    /// The GPU, on a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&diffinv_cuda_sys::Gpu> {
+        match self {
+            Device::Cuda(c) => Some(&c.0),
+            Device::Cpu => None,
+        }
+    }
+
     /// `diffinv_cpu::solve::restore` on this device (classical methods always on the CPU).
     #[allow(clippy::too_many_arguments)]
     pub fn restore(

@@ -153,7 +153,16 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
     let size = a.size.unwrap_or(cfg.image_size);
     let mut u = UNet::new(&cfg, &mut RandomWeights::new(g.seed))?;
     if a.device != "cpu" {
-        return unet_gpu(&a, g, &u, size);
+        if a.dtype == "bf16" {
+            return Err(CliError::usage("--dtype bf16 applies to --device cpu (the GPU has f32 and tf32)"));
+        }
+        // Parses the name and opens the GPU, or says why not (no CUDA build, no driver).
+        let device = crate::device::Device::open(&a.device, None, a.dtype == "tf32")?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = device.gpu() {
+            return unet_gpu(&a, g, &u, size, gpu);
+        }
+        return Err(CliError::usage(format!("--device {} opened no GPU", device.name())));
     }
     if a.dtype == "tf32" {
         return Err(CliError::usage("--dtype tf32 applies to --device cuda"));
@@ -206,36 +215,24 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
 
 /// `bench unet` on a GPU: the same random weights and input, timed to the end of the queued work.
 #[cfg(feature = "cuda")]
-fn unet_gpu(a: &UnetArgs, g: &Global, u: &UNet, size: usize) -> Result<()> {
-    use diffinv_cuda_sys::{Gpu, GpuTensor, GpuUNet};
+fn unet_gpu(a: &UnetArgs, g: &Global, u: &UNet, size: usize, gpu: &diffinv_cuda_sys::Gpu) -> Result<()> {
+    use diffinv_cuda_sys::{GpuTensor, GpuUNet};
     let cfg = u.config();
-    let ord = match a.device.as_str() {
-        "cuda" => 0,
-        d => d
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| CliError::usage(format!("--device must be cpu, cuda or cuda:N, got '{d}'")))?,
-    };
-    if a.dtype == "bf16" {
-        return Err(CliError::usage("--dtype bf16 applies to --device cpu (the GPU has f32 and tf32)"));
-    }
     let e = |e: diffinv_cuda_sys::Error| CliError::runtime(e.to_string());
-    let mut gpu = Gpu::new(ord).map_err(e)?;
-    gpu.set_tf32(a.dtype == "tf32").map_err(e)?;
-    let gm = GpuUNet::new(&gpu, u).map_err(e)?;
+    let gm = GpuUNet::new(gpu, u).map_err(e)?;
     let mut x = Tensor::zeros([a.batch, cfg.in_channels, size, size]);
     NoiseStream::new(g.seed, 0).fill_normal(x.data_mut());
-    let gx = GpuTensor::upload(&gpu, &x).map_err(e)?;
+    let gx = GpuTensor::upload(gpu, &x).map_err(e)?;
     let t = vec![500.0f32; a.batch];
     let fwd_gflop = u.gflop(size) * a.batch as f64;
     let gflop = if a.backward { 2.0 * fwd_gflop } else { fwd_gflop };
     let reps = a.reps.unwrap_or(20).max(1);
     let mut call = || -> Result<()> {
         if a.backward {
-            let (out, tape) = gm.forward_with_tape(&gpu, &gx, &t).map_err(e)?;
-            let _ = gm.vjp(&gpu, tape, &out).map_err(e)?;
+            let (out, tape) = gm.forward_with_tape(gpu, &gx, &t).map_err(e)?;
+            let _ = gm.vjp(gpu, tape, &out).map_err(e)?;
         } else {
-            let _ = gm.forward(&gpu, &gx, &t).map_err(e)?;
+            let _ = gm.forward(gpu, &gx, &t).map_err(e)?;
         }
         gpu.sync().map_err(e)
     };
@@ -267,13 +264,4 @@ fn unet_gpu(a: &UnetArgs, g: &Global, u: &UNet, size: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn unet_gpu(a: &UnetArgs, _: &Global, _: &UNet, _: usize) -> Result<()> {
-    if a.device.starts_with("cuda") {
-        Err(CliError::usage("this diffinv was built without CUDA (rebuild with `--features cuda`)"))
-    } else {
-        Err(CliError::usage(format!("--device must be cpu, cuda or cuda:N, got '{}'", a.device)))
-    }
 }
