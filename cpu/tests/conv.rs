@@ -107,6 +107,26 @@ fn every_conv_path_matches_the_naive_convolution() {
                 let e = y2.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
                 assert!(e < 2e-2, "case {t} bf16: {e:.2e}");
             }
+            // A lean layer set to keep its bf16 weights gives the same bits, holds them, and drops
+            // them when told to stop.
+            let bf16_pass = |c: &Conv2d| {
+                let (mut yb, mut gb) = (vec![0.0f32; y.len()], vec![0.0f32; gx.len()]);
+                c.forward_p(&x, n, h, w, &mut yb, None, false, Precision::Bf16);
+                c.backward_input_p(&g, n, h, w, &mut gb, false, Precision::Bf16);
+                (yb, gb)
+            };
+            let (per_call, bytes) = (bf16_pass(&lean), lean.weight_bytes());
+            lean.set_cache_bf16(true);
+            assert!(bf16_pass(&lean) == per_call, "case {t}: kept bf16 weights differ from per-call ones");
+            // Stride-1 layers make bf16 weights per call (Winograd or transposed); stride 2 keeps
+            // only the forward packing, which every layer keeps.
+            let kept = lean.weight_bytes();
+            assert!(
+                if s == 1 { kept > bytes } else { kept == bytes },
+                "case {t}: bf16 weights {kept} vs {bytes} bytes"
+            );
+            lean.set_cache_bf16(false);
+            assert_eq!(lean.weight_bytes(), bytes, "case {t}: kept bf16 weights not dropped");
         }
     }
 }

@@ -407,10 +407,16 @@ impl Conv2d {
         }
     }
 
-    /// Keeps the bf16 Winograd weights between calls even where the f32 ones are made per call
-    /// (a model running in bf16 pays their memory rather than a transform per call).
+    /// Keeps the bf16 Winograd and transposed weights between calls even where the f32 ones are
+    /// made per call (a model running in bf16 pays their memory rather than a transform per
+    /// call); turned off there, the kept bf16 weights are dropped.
     pub fn set_cache_bf16(&mut self, keep: bool) {
         self.cache_bf16 = keep;
+        if !keep && !self.cache_transposed {
+            self.packed_t_bf16 = std::sync::OnceLock::new();
+            self.wino[1] = std::sync::OnceLock::new();
+            self.wino[3] = std::sync::OnceLock::new();
+        }
     }
 
     /// Whether the adjoint's packed weights are kept between calls (default) or packed per call,
