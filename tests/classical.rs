@@ -3,7 +3,7 @@
 //! over the measurement on real faces).
 
 mod common;
-use common::{golden, rel_err, tensor};
+use common::{golden, randn, rel_err, tensor};
 use diffinv::core::NoiseStream;
 use diffinv::cpu::classical::{self, tv, Denoiser, PnpConfig, TvConfig};
 use diffinv::cpu::image_io::{load_image, Fit};
@@ -26,12 +26,6 @@ fn denoisers_match_their_reference_runs() {
         eprintln!("{name}: {e:.2e}");
         assert!(e <= 1e-4, "{name}: relative error {e:.3e}");
     }
-}
-
-fn randn(shape: [usize; 4], seed: u64) -> Tensor {
-    let mut t = Tensor::zeros(shape);
-    NoiseStream::new(seed, 0).fill_normal(t.data_mut());
-    t
 }
 
 /// `1/2 ||x - z||^2 + lambda TV(x)`.

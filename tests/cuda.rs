@@ -5,14 +5,14 @@
 #![cfg(feature = "cuda")]
 
 mod common;
-use common::{golden, rel_err, tensor};
+use common::{golden, randn, rel_err, tensor};
 use diffinv::core::sampler::{dps_step, DpsWork};
 use diffinv::core::schedule::Chain;
 use diffinv::core::{Backend, NoiseStream, Operator, VarianceKind};
 use diffinv::cpu::image_io::{load_image, Fit};
 use diffinv::cpu::ops::{self, Op, Task, TaskParams};
 use diffinv::cpu::solve::{self, Method, Settings};
-use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, Workspace};
+use diffinv::cpu::unet::{load_model, ModelSource, UNet};
 use diffinv::cpu::{CpuBackend, Tensor};
 use diffinv::cuda::{CudaBackend, Error, Gpu, GpuOp, GpuTensor, GpuUNet};
 
@@ -28,12 +28,6 @@ fn gpu() -> Option<Gpu> {
         }
         Err(e) => panic!("{e}"),
     }
-}
-
-fn randn(shape: [usize; 4], seed: u64) -> Tensor {
-    let mut t = Tensor::zeros(shape);
-    NoiseStream::new(seed, 0).fill_normal(t.data_mut());
-    t
 }
 
 /// Forward and input gradient of `u` on the GPU: (output, grad_x).
@@ -87,14 +81,9 @@ fn celeba64_forward_and_grad_match_reference() {
 fn every_architecture_variant_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     for (i, (cfg, what)) in common::unet_variants().into_iter().enumerate() {
-        let u = UNet::new(&cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
-        let x = randn([2, 3, 16, 16], 1);
-        let t = [37.0f32, 801.0];
-        let mut ws = Workspace::new();
-        let (out, tape) = u.forward_with_tape(&x, &t, &mut ws).unwrap();
-        let cot = randn(out.shape(), 2);
-        let grad = u.vjp(tape, &cot, &mut ws).unwrap();
-        let (gout, ggrad) = gpu_fwd_grad(&g, &u, &x, &t, &cot);
+        let c = common::variant_case(i, &cfg);
+        let (out, grad) = (&c.out, &c.grad);
+        let (gout, ggrad) = gpu_fwd_grad(&g, &c.unet, &c.x, &c.t, &c.cot);
         let (eo, eg) = (rel_err(gout.data(), out.data()), rel_err(ggrad.data(), grad.data()));
         eprintln!("variant {i} ({what}): out {eo:.2e}, grad {eg:.2e}");
         assert!(eo <= 1e-4 && eg <= 1e-4, "variant {what}: out {eo:.3e}, grad {eg:.3e}");

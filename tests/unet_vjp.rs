@@ -2,9 +2,8 @@
 //! differences on small random models of every architecture variant.
 
 mod common;
-use common::{golden, rel_err, tensor};
-use diffinv::core::NoiseStream;
-use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, Workspace};
+use common::{golden, randn, rel_err, tensor};
+use diffinv::cpu::unet::{load_model, ModelSource, Workspace};
 use diffinv::cpu::Tensor;
 
 #[test]
@@ -36,12 +35,6 @@ fn celeba64_grad_x_matches_reference() {
     assert!(e <= 1e-4, "grad_x relative error {e:.3e}");
 }
 
-fn randn(shape: [usize; 4], seed: u64) -> Tensor {
-    let mut t = Tensor::zeros(shape);
-    NoiseStream::new(seed, 0).fill_normal(t.data_mut());
-    t
-}
-
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
     a.data().iter().zip(b.data()).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
@@ -51,13 +44,7 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn vjp_matches_finite_differences_on_all_variants() {
     for (i, (cfg, what)) in common::unet_variants().into_iter().enumerate() {
-        let u = UNet::new(&cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
-        let x = randn([2, 3, 16, 16], 1);
-        let t = [37.0f32, 801.0];
-        let mut ws = Workspace::new();
-        let (out, tape) = u.forward_with_tape(&x, &t, &mut ws).unwrap();
-        let g = randn(out.shape(), 2);
-        let gx = u.vjp(tape, &g, &mut ws).unwrap();
+        let common::VariantCase { unet: u, x, t, cot: g, grad: gx, .. } = common::variant_case(i, &cfg);
         for dir in 0..3 {
             let v = randn(x.shape(), 100 + dir);
             // Fourth-order central differences: the truncation error stays small at a step large
@@ -67,7 +54,7 @@ fn vjp_matches_finite_differences_on_all_variants() {
             let shifted = |s: f32| {
                 let mut xs = x.clone();
                 xs.data_mut().iter_mut().zip(v.data()).for_each(|(a, b)| *a += s * b);
-                dot(&u.forward(&xs, &t, &mut ws.clone_empty()).unwrap(), &g)
+                dot(&u.forward(&xs, &t, &mut Workspace::new()).unwrap(), &g)
             };
             let fd = (8.0 * (shifted(h) - shifted(-h)) - (shifted(2.0 * h) - shifted(-2.0 * h))) / (12.0 * h as f64);
             let an = dot(&gx, &v);

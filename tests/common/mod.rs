@@ -31,6 +31,37 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |e, (x, y)| e.max((*x as f64 - *y as f64).abs())) / m
 }
 
+/// Standard normal noise of `shape` from stream (seed, 0).
+pub fn randn(shape: [usize; 4], seed: u64) -> Tensor {
+    let mut t = Tensor::zeros(shape);
+    diffinv::core::NoiseStream::new(seed, 0).fill_normal(t.data_mut());
+    t
+}
+
+/// A variant's random-weight model with an input, timesteps, a cotangent, and its CPU output
+/// and input gradient.
+pub struct VariantCase {
+    pub unet: diffinv::cpu::unet::UNet,
+    pub x: Tensor,
+    pub t: [f32; 2],
+    pub cot: Tensor,
+    pub out: Tensor,
+    pub grad: Tensor,
+}
+
+/// The `i`-th of [`unet_variants`] run forward and backward on the CPU (seeded weights and data).
+pub fn variant_case(i: usize, cfg: &diffinv::cpu::unet::UNetConfig) -> VariantCase {
+    use diffinv::cpu::unet::{RandomWeights, UNet, Workspace};
+    let unet = UNet::new(cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
+    let x = randn([2, 3, 16, 16], 1);
+    let t = [37.0f32, 801.0];
+    let mut ws = Workspace::new();
+    let (out, tape) = unet.forward_with_tape(&x, &t, &mut ws).unwrap();
+    let cot = randn(out.shape(), 2);
+    let grad = unet.vjp(tape, &cot, &mut ws).unwrap();
+    VariantCase { unet, x, t, cot, out, grad }
+}
+
 /// The tiny architecture variants that cover every switch of the UNet: (config, what it covers).
 pub fn unet_variants() -> Vec<(diffinv::cpu::unet::UNetConfig, &'static str)> {
     let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
