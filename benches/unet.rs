@@ -1,6 +1,7 @@
 //! The network and one DPS step: FFHQ-256 conv layers (forward and adjoint), the UNet forward
-//! and forward + input gradient (celeba64 and FFHQ-256, f32 and bf16), and a DPS step of the
-//! shipped model. Throughput is FLOP/s. Run: `RAYON_NUM_THREADS=2 cargo bench --bench unet`.
+//! and forward + input gradient (celeba64 and FFHQ-256) on every CPU context side by side (each
+//! kernel this CPU has, and bf16 where it has AVX512-BF16), and a DPS step of the shipped model.
+//! Throughput is FLOP/s. Run: `RAYON_NUM_THREADS=2 cargo bench --bench unet`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diffinv::core::sampler::{dps_step, DpsWork};
@@ -9,8 +10,20 @@ use diffinv::cpu::gemm::Isa;
 use diffinv::cpu::nn::{Conv2d, Precision};
 use diffinv::cpu::ops::{build, Task, TaskParams};
 use diffinv::cpu::solve::Schedule;
-use diffinv::cpu::unet::{load_model, ModelSource, RandomWeights, UNet, UNetConfig, Workspace};
-use diffinv::cpu::{CpuBackend, Tensor};
+use diffinv::cpu::unet::{UNet, Workspace};
+use diffinv::cpu::{CpuBackend, CpuContext, Tensor};
+use diffinv::model::{RandomWeights, UNetConfig};
+use diffinv::Model;
+
+/// Every CPU context worth comparing: each kernel this CPU runs (f32), and bf16 when it can.
+fn contexts() -> Vec<(String, CpuContext)> {
+    let mut v: Vec<(String, CpuContext)> =
+        Isa::all_available().into_iter().map(|i| (i.name().to_string(), CpuContext::with_isa(i).unwrap())).collect();
+    if Isa::Avx512Bf16.available() {
+        v.push(("bf16".into(), CpuContext::default().precision(Precision::Bf16)));
+    }
+    v
+}
 
 fn randn(shape: [usize; 4], seed: u64) -> Tensor {
     let mut t = Tensor::zeros(shape);
@@ -30,12 +43,13 @@ fn conv_layers(c: &mut Criterion) {
         let mut y = vec![0.0f32; ch * side * side];
         g.throughput(Throughput::Elements((conv.flops_per_pixel() * (side * side) as f64) as u64));
         let id = format!("{ch}ch_{side}px");
+        let ctx = CpuContext::default();
         g.bench_function(BenchmarkId::new("forward", &id), |b| {
-            b.iter(|| conv.forward(x.data(), 1, side, side, &mut y, None, false))
+            b.iter(|| conv.forward(&ctx, x.data(), 1, side, side, &mut y, None, false))
         });
         let mut gx = vec![0.0f32; ch * side * side];
         g.bench_function(BenchmarkId::new("adjoint", &id), |b| {
-            b.iter(|| conv.backward_input(x.data(), 1, side, side, &mut gx, false))
+            b.iter(|| conv.backward_input(&ctx, x.data(), 1, side, side, &mut gx, false))
         });
     }
     g.finish();
@@ -46,24 +60,21 @@ fn unet(c: &mut Criterion) {
     g.sample_size(10);
     for preset in ["celeba64", "ffhq256"] {
         let cfg = UNetConfig::preset(preset).unwrap();
-        let mut u = UNet::new(&cfg, &mut RandomWeights::new(0)).unwrap();
+        let u = UNet::new(&cfg, &mut RandomWeights::new(0)).unwrap();
         let x = randn([1, 3, cfg.image_size, cfg.image_size], 3);
         let gf = u.gflop(cfg.image_size) * 1e9;
-        let precisions: Vec<Precision> =
-            if Isa::Avx512Bf16.available() { vec![Precision::F32, Precision::Bf16] } else { vec![Precision::F32] };
-        for p in precisions {
-            u.set_precision(p);
+        for (name, ctx) in contexts() {
             let mut ws = Workspace::new();
-            let id = format!("{preset}_{p:?}");
+            let id = format!("{preset}/{name}");
             g.throughput(Throughput::Elements(gf as u64));
             g.bench_function(BenchmarkId::new("forward", &id), |b| {
-                b.iter(|| u.forward(&x, &[500.0], &mut ws).unwrap())
+                b.iter(|| u.forward(&ctx, &x, &[500.0], &mut ws).unwrap())
             });
             g.throughput(Throughput::Elements(2 * gf as u64));
             g.bench_function(BenchmarkId::new("forward_vjp", &id), |b| {
                 b.iter(|| {
-                    let (o, t) = u.forward_with_tape(&x, &[500.0], &mut ws).unwrap();
-                    u.vjp(t, &o, &mut ws).unwrap()
+                    let (o, t) = u.forward_with_tape(&ctx, &x, &[500.0], &mut ws).unwrap();
+                    u.vjp(&ctx, t, &o, &mut ws).unwrap()
                 })
             });
         }
@@ -72,20 +83,20 @@ fn unet(c: &mut Criterion) {
 }
 
 fn dps(c: &mut Criterion) {
-    let m = load_model(&ModelSource::Default, None).unwrap();
-    let sched = Schedule::new(&m.diffusion, None).unwrap();
+    let m = Model::shipped().unwrap();
+    let sched = Schedule::new(m.diffusion(), None).unwrap();
     let chain = sched.chain();
     let x = randn([1, 3, 64, 64], 4);
     let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 0, 0).unwrap();
     let y = op.forward(&x).unwrap();
-    let mut b = CpuBackend::new(&m.unet, m.diffusion.variance);
+    let mut b = CpuBackend::new(m.cpu(), m.diffusion().variance, CpuContext::default());
     let mut w = DpsWork::new(&mut b, &x, &y).unwrap();
     let z = randn(x.shape(), 5);
     let mut next = b.zeros(x.shape()).unwrap();
     let coefs = chain.coefs(500);
     let mut g = c.benchmark_group("dps_step");
     g.sample_size(20);
-    g.throughput(Throughput::Elements((2.0 * m.unet.gflop(64) * 1e9) as u64));
+    g.throughput(Throughput::Elements((2.0 * m.gflop() * 1e9) as u64));
     g.bench_function("celeba64_inpaint_box", |bch| {
         bch.iter(|| {
             dps_step(&mut b, &coefs, &op, &y, 0.5, &x, Some(&z), &mut w, &mut next).unwrap();

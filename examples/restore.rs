@@ -2,22 +2,29 @@
 //!
 //! cargo run --release --example restore -- assets/samples/009521.png restored.png
 
-use diffinv::cpu::image_io::{load_image, save_image, Fit};
-use diffinv::cpu::ops::{build, measure, Task, TaskParams};
-use diffinv::cpu::solve::{restore, Method, Settings};
-use diffinv::cpu::unet::{load_model, ModelSource};
+use diffinv::{Device, Method, Model, Restorer, Task};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (input, output) =
         (args.get(1).map_or("assets/samples/009521.png", |s| s), args.get(2).map_or("restored.png", |s| s));
-    let model = load_model(&ModelSource::Default, None)?; // the shipped 64x64 face model
-    let clean = load_image(input.as_ref(), Fit::Resize(64))?; // [-1, 1], 1 x 3 x 64 x 64
-    let op = build(Task::InpaintBox, &TaskParams::default(), clean.shape(), 0, 0)?; // a seeded 32 px hole
-    let y = measure(&op, &clean, 0.05, 0, 0)?; // y = A x + 0.05 n
-    let settings = Settings { steps: Some(100), ..Default::default() }; // a respaced 100-step DPS
-    let out = restore(Some(&model), Method::Dps, Task::InpaintBox, &settings, &op, &y, 0.05, 0, 0, &mut |_, _| true)?;
-    save_image(output.as_ref(), &out.x, 0)?;
-    println!("wrote {output} ({} network evaluations)", out.nfe);
+    let model = Model::shipped()?; // the 64x64 face model compiled into the library
+    let clean = diffinv::image::load_resized(input, model.image_size())?; // H x W x 3 in [0, 1]
+    let y = Restorer::new(&model).task(Task::InpaintBox).seed(0).measure(clean.view())?; // a seeded 32 px hole
+    let out = Restorer::new(&model)
+        .task(Task::InpaintBox)
+        .method(Method::DiffPir)
+        .steps(50)
+        .noise(0.05)
+        .seed(0)
+        .device(Device::Cpu)
+        .on_step(|step, total| {
+            eprint!("\rstep {step}/{total}");
+            true
+        })
+        .run(y.view())?;
+    diffinv::image::save(output, out.image.view())?;
+    let q = diffinv::metrics::Metrics::shipped()?.compare(clean.view(), out.image.view())?;
+    println!("\nwrote {output} ({} network evaluations, {:.1} s): {}", out.nfe, out.seconds, q.line());
     Ok(())
 }

@@ -20,7 +20,7 @@ fn denoisers_match_their_reference_runs() {
         ("cdncnn_b_color_blind", "cdncnn_b_clean"),
         ("ffdnet_color", "ffdnet_clean"),
     ] {
-        let d = Denoiser::load(name).unwrap();
+        let d = Denoiser::from_checkpoint(&diffinv::assets::denoiser(name).unwrap().unwrap()).unwrap();
         let out = d.denoise(&noisy, 25.0 / 255.0).unwrap();
         let e = rel_err(out.data(), &g.f32(key).unwrap().1);
         eprintln!("{name}: {e:.2e}");
@@ -105,7 +105,7 @@ fn tv_solvers_behave_and_beat_the_measurement() {
 
 #[test]
 fn hqs_dncnn_beats_hqs_tv_on_gaussian_deblurring() {
-    let d = Denoiser::load("ffdnet_color").unwrap();
+    let d = Denoiser::from_checkpoint(&diffinv::assets::denoiser("ffdnet_color").unwrap().unwrap()).unwrap();
     let (mut pnp, mut tvs) = (0.0, 0.0);
     for i in 1..=2 {
         let x = face(i);

@@ -10,14 +10,27 @@ use diffinv::core::sampler::{dps_step, DpsWork};
 use diffinv::core::schedule::Chain;
 use diffinv::core::{Backend, NoiseStream, Operator, VarianceKind};
 use diffinv::cpu::image_io::{load_image, Fit};
-use diffinv::cpu::ops::{self, Op, Task, TaskParams};
-use diffinv::cpu::solve::{self, Method, Settings};
-use diffinv::cpu::unet::{load_model, ModelSource, UNet};
-use diffinv::cpu::{CpuBackend, Tensor};
-use diffinv::cuda::{CudaBackend, Error, Gpu, GpuOp, GpuTensor, GpuUNet};
+use diffinv::cpu::ops::{self, Op};
+use diffinv::cpu::CpuBackend;
+use diffinv::cuda::{CudaBackend, Error, Gpu, GpuOptions, GpuTensor, GpuUNet};
+use diffinv::{gpu_operator, CpuOnHost, Device, Method, Model, Restorer, Task, TaskParams, Tensor};
+
+/// The GPU's options for these tests: cuDNN convolutions when DIFFINV_CUDNN=1 (the GPU runner
+/// runs the tests once each way).
+fn options() -> GpuOptions {
+    GpuOptions { cudnn: std::env::var_os("DIFFINV_CUDNN").is_some_and(|v| v == "1"), ..Default::default() }
+}
+
+fn up(g: &Gpu, t: &Tensor) -> GpuTensor {
+    GpuTensor::from_host(g, t.shape(), t.data()).unwrap()
+}
+
+fn down(g: &Gpu, t: &GpuTensor) -> Tensor {
+    Tensor::from_vec(t.shape(), t.to_host(g).unwrap()).unwrap()
+}
 
 fn gpu() -> Option<Gpu> {
-    match Gpu::new(0) {
+    match Gpu::new(0, options()) {
         Ok(g) => {
             eprintln!("GPU: {}, convolutions: {}", g.name(), g.conv_engine());
             Some(g)
@@ -30,21 +43,21 @@ fn gpu() -> Option<Gpu> {
     }
 }
 
-/// Forward and input gradient of `u` on the GPU: (output, grad_x).
-fn gpu_fwd_grad(g: &Gpu, u: &UNet, x: &Tensor, t: &[f32], cot: &Tensor) -> (Tensor, Tensor) {
-    let gu = GpuUNet::new(g, u).unwrap();
-    let gx = GpuTensor::upload(g, x).unwrap();
+/// Forward and input gradient of `m` on the GPU: (output, grad_x).
+fn gpu_fwd_grad(g: &Gpu, m: &Model, x: &Tensor, t: &[f32], cot: &Tensor) -> (Tensor, Tensor) {
+    let gu = m.with_description(|d| GpuUNet::new(g, d)).unwrap();
+    let gx = up(g, x);
     let (out, tape) = gu.forward_with_tape(g, &gx, t).unwrap();
-    let plain = gu.forward(g, &gx, t).unwrap().download(g).unwrap();
-    let out = out.download(g).unwrap();
+    let plain = down(g, &gu.forward(g, &gx, t).unwrap());
+    let out = down(g, &out);
     assert_eq!(plain.data(), out.data(), "forward with and without tape");
-    let grad = gu.vjp(g, tape, &GpuTensor::upload(g, cot).unwrap()).unwrap();
-    (out, grad.download(g).unwrap())
+    let grad = gu.vjp(g, tape, &up(g, cot)).unwrap();
+    (out, down(g, &grad))
 }
 
 #[test]
 fn missing_device_is_a_clear_error() {
-    match Gpu::new(97) {
+    match Gpu::new(97, GpuOptions::default()) {
         Err(Error::Unavailable(m)) => assert!(m.contains("97") || m.contains("cannot load"), "{m}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("device 97 exists?"),
@@ -55,10 +68,10 @@ fn missing_device_is_a_clear_error() {
 fn adm_tiny_forward_and_grad_match_reference() {
     let Some(g) = gpu() else { return };
     let io = golden("adm_tiny_io");
-    let m = load_model(&ModelSource::Path(common::data("golden/adm_tiny.safetensors")), None).unwrap();
+    let m = Model::load(common::data("golden/adm_tiny.safetensors"), None).unwrap();
     let (x, cot) = (tensor(&io, "x"), tensor(&io, "g"));
     let t = io.f32("t_f32").unwrap().1;
-    let (out, grad) = gpu_fwd_grad(&g, &m.unet, &x, &t, &cot);
+    let (out, grad) = gpu_fwd_grad(&g, &m, &x, &t, &cot);
     let (eo, eg) = (rel_err(out.data(), &io.f32("out").unwrap().1), rel_err(grad.data(), &io.f32("grad_x").unwrap().1));
     eprintln!("GPU adm_tiny: out {eo:.2e}, grad_x {eg:.2e}");
     assert!(eo <= 1e-4 && eg <= 1e-4, "adm_tiny on the GPU: out {eo:.3e}, grad_x {eg:.3e}");
@@ -68,10 +81,10 @@ fn adm_tiny_forward_and_grad_match_reference() {
 fn celeba64_forward_and_grad_match_reference() {
     let Some(g) = gpu() else { return };
     let io = golden("celeba64_io");
-    let m = load_model(&ModelSource::Default, None).unwrap();
+    let m = Model::shipped().unwrap();
     let (x, cot) = (tensor(&io, "x_t"), tensor(&io, "g"));
     let t = io.f32("t_f32").unwrap().1;
-    let (out, grad) = gpu_fwd_grad(&g, &m.unet, &x, &t, &cot);
+    let (out, grad) = gpu_fwd_grad(&g, &m, &x, &t, &cot);
     let (eo, eg) = (rel_err(out.data(), &io.f32("eps").unwrap().1), rel_err(grad.data(), &io.f32("grad_x").unwrap().1));
     eprintln!("GPU celeba64: eps {eo:.2e}, grad_x {eg:.2e}");
     assert!(eo <= 1e-4 && eg <= 1e-4, "celeba64 on the GPU: eps {eo:.3e}, grad_x {eg:.3e}");
@@ -83,7 +96,7 @@ fn every_architecture_variant_matches_the_cpu() {
     for (i, (cfg, what)) in common::unet_variants().into_iter().enumerate() {
         let c = common::variant_case(i, &cfg);
         let (out, grad) = (&c.out, &c.grad);
-        let (gout, ggrad) = gpu_fwd_grad(&g, &c.unet, &c.x, &c.t, &c.cot);
+        let (gout, ggrad) = gpu_fwd_grad(&g, &c.model, &c.x, &c.t, &c.cot);
         let (eo, eg) = (rel_err(gout.data(), out.data()), rel_err(ggrad.data(), grad.data()));
         eprintln!("variant {i} ({what}): out {eo:.2e}, grad {eg:.2e}");
         assert!(eo <= 1e-4 && eg <= 1e-4, "variant {what}: out {eo:.3e}, grad {eg:.3e}");
@@ -94,14 +107,15 @@ fn every_architecture_variant_matches_the_cpu() {
 fn dps_steps_match_the_official_code() {
     let Some(gpu) = gpu() else { return };
     let g = golden("dps_steps");
-    let m = load_model(&ModelSource::Default, None).unwrap();
-    let gm = GpuUNet::new(&gpu, &m.unet).unwrap();
-    let mut b = CudaBackend::new(&gpu, &gm, m.diffusion.variance);
+    let m = Model::shipped().unwrap();
+    let gm = m.with_description(|d| GpuUNet::new(&gpu, d)).unwrap();
+    let mut b = CudaBackend::new(&gpu, &gm, m.diffusion().variance);
     let (steps, betas, abar) = common::linear_schedule();
     let chain = Chain::new(&steps, &betas, &abar).unwrap();
     let op = Op::Mask(tensor(&g, "mask"));
-    let gop = GpuOp::new(&b, &op).unwrap();
-    let up = |t: &Tensor| GpuTensor::upload(&gpu, t).unwrap();
+    let host = CpuOnHost(&op);
+    let gop = gpu_operator(&b, &host).unwrap();
+    let up = |t: &Tensor| up(&gpu, t);
     let y = up(&tensor(&g, "y"));
     let zeta = g.f32("zeta").unwrap().1[0] as f64;
     let mut w = DpsWork::new(&mut b, &up(&tensor(&g, "x_T")), &y).unwrap();
@@ -116,7 +130,7 @@ fn dps_steps_match_the_official_code() {
         // The CPU test's tolerances (see tests/dps_golden.rs for the doubled ones).
         let x0_tol = if t >= 997 { 5e-4 } else { 1e-4 };
         let grad_tol = if t == 998 || t == 997 { 2e-4 } else { 1e-4 };
-        let d = |x: &GpuTensor| x.download(&gpu).unwrap();
+        let d = |x: &GpuTensor| down(&gpu, x);
         let checks = [
             ("eps", d(out.model_out), 1e-4),
             ("x0_raw", d(out.x0_raw), x0_tol),
@@ -146,10 +160,10 @@ fn agree(
     let mut gb = CudaBackend::without_model(gpu);
     let mut co = Tensor::zeros(ins[0].shape());
     f_cpu(&mut cb, ins, &mut co);
-    let gins: Vec<GpuTensor> = ins.iter().map(|t| GpuTensor::upload(gpu, t).unwrap()).collect();
+    let gins: Vec<GpuTensor> = ins.iter().map(|t| up(gpu, t)).collect();
     let mut go = GpuTensor::zeros(gpu, ins[0].shape()).unwrap();
     f_gpu(&mut gb, &gins, &mut go);
-    let e = rel_err(go.download(gpu).unwrap().data(), co.data());
+    let e = rel_err(down(gpu, &go).data(), co.data());
     eprintln!("{what}: {e:.2e}");
     assert!(e <= 2e-6, "{what}: GPU vs CPU relative error {e:.3e}");
 }
@@ -198,7 +212,7 @@ fn elementwise_steps_match_the_cpu() {
     // Reductions and the noise.
     let mut cb = CpuBackend::without_model();
     let mut gb = CudaBackend::without_model(&gpu);
-    let ga = GpuTensor::upload(&gpu, &a).unwrap();
+    let ga = up(&gpu, &a);
     let (mut nc, mut ng) = ([0.0; 2], [0.0; 2]);
     cb.norms(&a, &mut nc).unwrap();
     gb.norms(&ga, &mut ng).unwrap();
@@ -206,19 +220,19 @@ fn elementwise_steps_match_the_cpu() {
     assert_eq!(cb.max_abs(&a).unwrap(), gb.max_abs(&ga).unwrap());
     let mut nan = a.clone();
     nan.data_mut()[77] = f32::NAN;
-    assert!(gb.max_abs(&GpuTensor::upload(&gpu, &nan).unwrap()).unwrap().is_nan());
+    assert!(gb.max_abs(&up(&gpu, &nan)).unwrap().is_nan());
     let mut r1 = vec![NoiseStream::new(5, 1), NoiseStream::new(5, 2)];
     let mut r2 = r1.clone();
     let mut xc = Tensor::zeros(s);
     let mut xg = GpuTensor::zeros(&gpu, s).unwrap();
     cb.randn(&mut r1, &mut xc).unwrap();
     gb.randn(&mut r2, &mut xg).unwrap();
-    assert_eq!(xg.download(&gpu).unwrap().data(), xc.data(), "same noise on both backends");
+    assert_eq!(down(&gpu, &xg).data(), xc.data(), "same noise on both backends");
     let mut emb = GpuTensor::zeros(&gpu, [2, 6, 8, 8]).unwrap();
     let mut embc = Tensor::zeros([2, 6, 8, 8]);
     cb.embed_channels(&a, 3.0, &mut embc).unwrap();
     gb.embed_channels(&ga, 3.0, &mut emb).unwrap();
-    assert_eq!(emb.download(&gpu).unwrap().data(), embc.data());
+    assert_eq!(down(&gpu, &emb).data(), embc.data());
 }
 
 #[test]
@@ -229,19 +243,24 @@ fn operators_match_the_cpu() {
     for task in [Task::InpaintBox, Task::InpaintRandom, Task::DeblurGauss, Task::Sr4] {
         let op = ops::build(task, &TaskParams::default(), s, 1, 0).unwrap();
         let mut gb = CudaBackend::without_model(&gpu);
-        let gop = GpuOp::new(&gb, &op).unwrap();
-        let gx = GpuTensor::upload(&gpu, &x).unwrap();
-        let mut y = GpuTensor::zeros(&gpu, s).unwrap();
+        let host = CpuOnHost(&op);
+        let gop = gpu_operator(&gb, &host).unwrap();
+        let gx = up(&gpu, &x);
+        let ys = op.measurement_shape(s);
+        let mut y = GpuTensor::zeros(&gpu, ys).unwrap();
         gop.forward(&mut gb, &gx, &mut y).unwrap();
         let yc = op.forward(&x).unwrap();
-        assert!(rel_err(y.download(&gpu).unwrap().data(), yc.data()) < 1e-6, "{task:?} forward");
+        assert!(rel_err(down(&gpu, &y).data(), yc.data()) < 1e-6, "{task:?} forward");
         let mut at = GpuTensor::zeros(&gpu, s).unwrap();
         gop.adjoint(&mut gb, &y, &mut at).unwrap();
-        assert!(rel_err(at.download(&gpu).unwrap().data(), op.adjoint(&yc).unwrap().data()) < 1e-6, "{task:?} adjoint");
+        assert!(rel_err(down(&gpu, &at).data(), op.adjoint(&yc).unwrap().data()) < 1e-6, "{task:?} adjoint");
         let mut sol = GpuTensor::zeros(&gpu, s).unwrap();
         gop.data_solve(&mut gb, &y, &gx, 0.3, &mut sol).unwrap();
         let want = op.data_solve(&yc, &x, 0.3).unwrap();
-        assert!(rel_err(sol.download(&gpu).unwrap().data(), want.data()) < 1e-6, "{task:?} data_solve");
+        assert!(rel_err(down(&gpu, &sol).data(), want.data()) < 1e-6, "{task:?} data_solve");
+        // A caller-owned output of the wrong shape is refused, not replaced.
+        let mut wrong = GpuTensor::zeros(&gpu, [1, 3, 4, 4]).unwrap();
+        assert!(gop.forward(&mut gb, &gx, &mut wrong).is_err(), "{task:?} output shape");
     }
 }
 
@@ -253,26 +272,29 @@ fn operators_match_the_cpu() {
 #[test]
 fn restorations_match_the_cpu() {
     let Some(gpu) = gpu() else { return };
-    let m = load_model(&ModelSource::Path(common::data("golden/adm_tiny.safetensors")), None).unwrap();
-    assert_eq!(m.diffusion.variance, VarianceKind::LearnedRange);
-    let gm = GpuUNet::new(&gpu, &m.unet).unwrap();
+    drop(gpu);
+    let m = Model::load(common::data("golden/adm_tiny.safetensors"), None).unwrap();
+    assert_eq!(m.diffusion().variance, VarianceKind::LearnedRange);
     let x = load_image(&common::data("celeba64/009501.png"), Fit::Exact(64)).unwrap();
     let runs = [
         (Task::InpaintBox, Method::Dps),
         (Task::DeblurGauss, Method::Dps),
-        (Task::DeblurGauss, Method::Diffpir),
+        (Task::DeblurGauss, Method::DiffPir),
         (Task::Sr4, Method::Ald),
         (Task::InpaintRandom, Method::Sdedit),
     ];
     for (task, method) in runs {
         let op = ops::build(task, &TaskParams::default(), x.shape(), 7, 0).unwrap();
         let y = ops::measure(&op, &x, 0.05, 7, 0).unwrap();
-        let zeta = (method == Method::Dps).then_some(0.1);
-        let settings = Settings { steps: Some(20), zeta, ..Default::default() };
-        let cpu = solve::restore(Some(&m), method, task, &settings, &op, &y, 0.05, 7, 0, &mut |_, _| true).unwrap();
-        let gpu_out =
-            diffinv::cuda::restore(&gpu, &gm, &m, method, task, &settings, &op, &y, 0.05, 7, 0, &mut |_, _| true)
-                .unwrap();
+        let on = |device: Device| {
+            let mut r = Restorer::new(&m).task(task).method(method).steps(20).seed(7).device(device);
+            if method == Method::Dps {
+                r = r.zeta(0.1);
+            }
+            let opts = diffinv::GpuOptions { cudnn: options().cudnn, ..Default::default() };
+            r.gpu_options(opts).run_with(&op, &y).unwrap()
+        };
+        let (cpu, gpu_out) = (on(Device::Cpu), on(Device::Cuda(0)));
         let e = rel_err(gpu_out.x.data(), cpu.x.data());
         eprintln!("{task:?} {method:?} 20 steps: GPU vs CPU {e:.2e}");
         assert_eq!((gpu_out.nfe, gpu_out.vjps), (cpu.nfe, cpu.vjps));

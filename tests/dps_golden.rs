@@ -7,14 +7,14 @@ use diffinv::core::sampler::{dps_step, DpsWork};
 use diffinv::core::schedule::Chain;
 use diffinv::core::Backend;
 use diffinv::cpu::ops::Op;
-use diffinv::cpu::unet::{load_model, ModelSource};
-use diffinv::cpu::{CpuBackend, Tensor};
+use diffinv::cpu::{CpuBackend, CpuContext, Tensor};
+use diffinv::Model;
 
 #[test]
 fn dps_steps_match_the_official_code() {
     let g = golden("dps_steps");
-    let m = load_model(&ModelSource::Default, None).unwrap();
-    let mut b = CpuBackend::new(&m.unet, m.diffusion.variance);
+    let m = Model::shipped().unwrap();
+    let mut b = CpuBackend::new(m.cpu(), m.diffusion().variance, CpuContext::default());
     let (steps, betas, abar) = common::linear_schedule();
     let chain = Chain::new(&steps, &betas, &abar).unwrap();
     let op = Op::Mask(tensor(&g, "mask"));

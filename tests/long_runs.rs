@@ -4,8 +4,9 @@
 use diffinv::core::sampler::{self, SampleError};
 use diffinv::core::{Backend, NoiseStream};
 use diffinv::cpu::solve::Schedule;
-use diffinv::cpu::unet::{DiffusionSettings, RandomWeights, UNet, UNetConfig};
-use diffinv::cpu::{CpuBackend, Tensor};
+use diffinv::cpu::unet::UNet;
+use diffinv::cpu::{CpuBackend, CpuContext, Tensor};
+use diffinv::model::{DiffusionSettings, RandomWeights, UNetConfig};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -35,7 +36,7 @@ fn memory_is_flat_over_1000_steps() {
     };
     let sched = Schedule::new(&d, None).unwrap();
     let chain = sched.chain();
-    let mut b = CpuBackend::new(&u, d.variance);
+    let mut b = CpuBackend::new(&u, d.variance, CpuContext::default());
     let mut x = Tensor::zeros([2, 3, 16, 16]);
     b.randn(&mut [NoiseStream::new(1, 1), NoiseStream::new(1, 2)], &mut x).unwrap();
     let mut rngs = [NoiseStream::new(1, 3), NoiseStream::new(1, 4)];
@@ -65,7 +66,7 @@ fn cancelling_stops_at_the_next_step() {
     };
     let sched = Schedule::new(&d, Some("50")).unwrap();
     let chain = sched.chain();
-    let mut b = CpuBackend::new(&u, d.variance);
+    let mut b = CpuBackend::new(&u, d.variance, CpuContext::default());
     let mut x = Tensor::zeros([1, 3, 16, 16]);
     let mut seen = 0;
     let r = sampler::reverse(&mut b, &chain, 49, None, &mut x, &mut [NoiseStream::new(0, 0)], &mut |done: usize, _| {

@@ -17,7 +17,7 @@ fn lpips_matches_the_official_package() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(common::data("golden/lpips.json")).unwrap()).unwrap();
     for net in [LpipsNet::Alex, LpipsNet::Vgg] {
-        let m = Lpips::load(net).unwrap();
+        let m = Lpips::from_checkpoint(net, &diffinv::assets::lpips(net).unwrap()).unwrap();
         for p in j["pairs"].as_array().unwrap() {
             let (a, b) = (image(p["a"].as_str().unwrap()), image(p["b"].as_str().unwrap()));
             let (d, layers) = m.distance_layers(&a, &b).unwrap()[0];

@@ -6,10 +6,8 @@
 mod common;
 use diffinv::cpu::image_io::{load_image, Fit};
 use diffinv::cpu::metrics::{psnr, Lpips, LpipsNet};
-use diffinv::cpu::ops::{build, measure, Task, TaskParams};
-use diffinv::cpu::solve::{restore, Method, Settings};
-use diffinv::cpu::unet::{load_model, LoadedModel, ModelSource};
-use diffinv::cpu::Tensor;
+use diffinv::cpu::ops::{build, measure};
+use diffinv::{Method, Model, Op, Restorer, Settings, Task, TaskParams, Tensor};
 
 const FACES: [usize; 2] = [1, 2];
 
@@ -18,12 +16,23 @@ struct Scores {
     lpips: f64,
 }
 
+/// `method` on `y` through the library's restorer (sigma_y = 0.05).
+#[allow(clippy::too_many_arguments)]
+fn restore(m: &Model, method: Method, task: Task, s: &Settings, op: &Op, y: &Tensor, seed: u64, index: u64) -> Tensor {
+    let mut r = Restorer::new(m).task(task).method(method).settings(s.clone()).noise(0.05).seed(seed).index(index);
+    r.run_with(op, y).unwrap().x
+}
+
+fn lpips_vgg() -> Lpips {
+    Lpips::from_checkpoint(LpipsNet::Vgg, &diffinv::assets::lpips(LpipsNet::Vgg).unwrap()).unwrap()
+}
+
 fn face(i: usize) -> Tensor {
     load_image(&common::data(&format!("celeba64/0095{i:02}.png")), Fit::Exact(64)).unwrap()
 }
 
 /// Mean PSNR and LPIPS-vgg over FACES of `method` (None: the measurement baseline).
-fn score(m: &LoadedModel, lp: &Lpips, task: Task, method: Option<(Method, Settings)>) -> Scores {
+fn score(m: &Model, lp: &Lpips, task: Task, method: Option<(Method, Settings)>) -> Scores {
     let (mut p, mut l) = (0.0, 0.0);
     for &i in &FACES {
         let x = face(i);
@@ -33,7 +42,7 @@ fn score(m: &LoadedModel, lp: &Lpips, task: Task, method: Option<(Method, Settin
             // Inpainting's baseline is the masked input with holes filled by the mean colour.
             None if task.is_inpainting() => op.init_estimate(&y).unwrap(),
             None => op.measurement_image(&y).unwrap(),
-            Some((me, s)) => restore(Some(m), *me, task, s, &op, &y, 0.05, 0, i as u64, &mut |_, _| true).unwrap().x,
+            Some((me, s)) => restore(m, *me, task, s, &op, &y, 0, i as u64),
         };
         p += psnr(&x, &out, 0).unwrap();
         l += lp.distance(&x, &out).unwrap()[0];
@@ -48,21 +57,21 @@ fn steps(s: usize) -> Settings {
 
 #[test]
 fn every_method_beats_its_measurement() {
-    let m = load_model(&ModelSource::Default, None).unwrap();
-    let lp = Lpips::load(LpipsNet::Vgg).unwrap();
+    let m = Model::shipped().unwrap();
+    let lp = lpips_vgg();
     // (task, method, settings, min PSNR gain in dB, min LPIPS drop)
     let cases = [
         (Task::InpaintBox, Method::Dps, steps(100), 4.0, 0.15),
         (Task::InpaintBox, Method::Ald, steps(100), 2.0, 0.1),
         (Task::InpaintBox, Method::Sdedit, steps(100), 2.0, 0.1),
-        (Task::InpaintBox, Method::Diffpir, steps(50), 4.0, 0.15),
+        (Task::InpaintBox, Method::DiffPir, steps(50), 4.0, 0.15),
         (Task::DeblurGauss, Method::Dps, steps(100), 1.5, 0.03),
         (Task::DeblurGauss, Method::Ald, steps(100), 1.5, 0.03),
         (Task::DeblurGauss, Method::Sdedit, steps(100), 1.0, 0.03),
-        (Task::DeblurGauss, Method::Diffpir, steps(50), 1.5, 0.03),
+        (Task::DeblurGauss, Method::DiffPir, steps(50), 1.5, 0.03),
         // x4 SR against the bicubic upsampling: Score-ALD halves LPIPS at a PSNR cost.
         (Task::Sr4, Method::Ald, steps(100), -2.0, 0.15),
-        (Task::Sr4, Method::Diffpir, steps(50), 1.5, 0.15),
+        (Task::Sr4, Method::DiffPir, steps(50), 1.5, 0.15),
     ];
     let mut dps_box = None;
     let mut sdedit_box = None;
@@ -107,46 +116,38 @@ fn every_method_beats_its_measurement() {
 
 #[test]
 fn same_seed_same_output_on_any_thread_count() {
-    let m = load_model(&ModelSource::Default, None).unwrap();
+    let m = Model::shipped().unwrap();
     let x = face(3);
     let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 7, 0).unwrap();
     let y = measure(&op, &x, 0.05, 7, 0).unwrap();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| {
-            restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(8), &op, &y, 0.05, 7, 0, &mut |_, _| true)
-                .unwrap()
-                .x
-        })
+        let mut r = Restorer::new(&m).method(Method::Dps).steps(8).seed(7).threads(threads);
+        r.run_with(&op, &y).unwrap().x
     };
     let a = run(1);
     assert_eq!(a.data(), run(2).data(), "1 vs 2 threads");
     assert_eq!(a.data(), run(3).data(), "1 vs 3 threads");
     let other = {
         let y2 = measure(&op, &x, 0.05, 8, 0).unwrap();
-        restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(8), &op, &y2, 0.05, 8, 0, &mut |_, _| true).unwrap().x
+        restore(&m, Method::Dps, Task::InpaintBox, &steps(8), &op, &y2, 8, 0)
     };
     assert_ne!(a.data(), other.data(), "another seed gives another sample");
 }
 
 #[test]
 fn a_batch_gives_the_images_of_single_runs() {
-    let m = load_model(&ModelSource::Default, None).unwrap();
+    let m = Model::shipped().unwrap();
     let faces: Vec<Tensor> = [4, 5].iter().map(|&i| face(i)).collect();
     let x = Tensor::stack(&faces.iter().collect::<Vec<_>>()).unwrap();
     // Per-image masks and noise: image k of the batch is image `k` of the run either way.
     let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 3, 0).unwrap();
     let y = measure(&op, &x, 0.05, 3, 0).unwrap();
-    let batch =
-        restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(5), &op, &y, 0.05, 3, 0, &mut |_, _| true).unwrap().x;
+    let batch = restore(&m, Method::Dps, Task::InpaintBox, &steps(5), &op, &y, 3, 0);
     for (k, f) in faces.iter().enumerate() {
         let op1 = build(Task::InpaintBox, &TaskParams::default(), f.shape(), 3, k as u64).unwrap();
         let y1 = measure(&op1, f, 0.05, 3, k as u64).unwrap();
         assert_eq!(y1.data(), y.image(k), "measurement {k}");
-        let one =
-            restore(Some(&m), Method::Dps, Task::InpaintBox, &steps(5), &op1, &y1, 0.05, 3, k as u64, &mut |_, _| true)
-                .unwrap()
-                .x;
+        let one = restore(&m, Method::Dps, Task::InpaintBox, &steps(5), &op1, &y1, 3, k as u64);
         assert_eq!(one.data(), batch.image(k), "image {k}: batched DPS equals the single run");
     }
 }

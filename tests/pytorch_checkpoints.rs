@@ -2,16 +2,17 @@
 //! unpickler and give the same network as the safetensors copy of the same weights.
 
 mod common;
-use common::{rel_err, tensor};
-use diffinv::cpu::checkpoint::Checkpoint;
-use diffinv::cpu::unet::{load_model, ModelSource, Workspace};
+use common::{rel_err, tensor, CTX};
+use diffinv::cpu::unet::Workspace;
+use diffinv::model::checkpoint::Checkpoint;
+use diffinv::Model;
 
 fn run(file: &str, config: Option<&str>) -> (Vec<f32>, &'static str) {
     let io = Checkpoint::open(common::data("pt/tiny_io.safetensors")).unwrap();
-    let m = load_model(&ModelSource::Path(common::data(&format!("pt/{file}"))), config).unwrap();
+    let m = Model::load(common::data(&format!("pt/{file}")), config).unwrap();
     let t: Vec<f32> = io.i64("t").unwrap().1.iter().map(|&v| v as f32).collect();
-    let out = m.unet.forward(&tensor(&io, "x"), &t, &mut Workspace::new()).unwrap();
-    (out.into_vec(), m.format)
+    let out = m.cpu().forward(&CTX, &tensor(&io, "x"), &t, &mut Workspace::new()).unwrap();
+    (out.into_vec(), m.format())
 }
 
 #[test]
@@ -37,12 +38,18 @@ fn pytorch_files_load_like_safetensors() {
 
 #[test]
 fn pytorch_file_without_config_is_a_clear_error() {
-    let err =
-        load_model(&ModelSource::Path(common::data("pt/tiny.pt")), None).err().expect("needs a config").to_string();
-    assert!(err.contains("no config") && err.contains("--config"), "{err}");
-    let err = load_model(&ModelSource::Path(common::data("pt/tiny.pt")), Some("celeba64"))
-        .err()
-        .expect("wrong config")
-        .to_string();
-    assert!(err.contains("tiny.pt") && err.contains("tensor"), "{err}");
+    use diffinv::model::Error as M;
+    let err = Model::load(common::data("pt/tiny.pt"), None).err().expect("needs a config");
+    assert!(matches!(&err, diffinv::Error::Model(M::NoConfig { file }) if file.ends_with("tiny.pt")), "{err}");
+    assert!(err.to_string().contains("no config"), "{err}");
+    let err = Model::load(common::data("pt/tiny.pt"), Some("celeba64")).err().expect("wrong config");
+    let msg = err.to_string();
+    assert!(msg.contains("tiny.pt") && msg.contains("tensor"), "{msg}");
+    match err {
+        diffinv::Error::Model(M::TensorShape { tensor, found, expected, .. }) => {
+            assert!(!tensor.is_empty() && found != expected, "{tensor}: {found:?} vs {expected:?}")
+        }
+        diffinv::Error::Model(M::MissingTensor { tensor, .. }) => assert!(!tensor.is_empty()),
+        e => panic!("expected a tensor error naming the tensor, got {e:?}"),
+    }
 }

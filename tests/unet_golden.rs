@@ -2,26 +2,28 @@
 //! FFHQ-topology model (adm_tiny), and the shipped real model's output.
 
 mod common;
-use common::{golden, rel_err, tensor};
-use diffinv::cpu::unet::{load_model, timestep_embedding, ModelSource, Workspace};
+use common::{golden, rel_err, tensor, CTX};
+use diffinv::cpu::unet::Workspace;
+use diffinv::model::timestep_embedding;
+use diffinv::Model;
 
 #[test]
 fn adm_tiny_every_block_matches_reference() {
     let io = golden("adm_tiny_io");
-    let m = load_model(&ModelSource::Path(common::data("golden/adm_tiny.safetensors")), None).unwrap();
-    assert_eq!(m.unet.num_params(), 5_719_686);
+    let m = Model::load(common::data("golden/adm_tiny.safetensors"), None).unwrap();
+    assert_eq!(m.cpu().num_params(), 5_719_686);
     let x = tensor(&io, "x");
     let t = io.f32("t_f32").unwrap().1;
     let sin = timestep_embedding(&t, 32);
     assert!(rel_err(&sin, &io.f32("temb_sinusoid").unwrap().1) < 1e-6, "sinusoid");
-    let e = rel_err(&m.unet.embed(&t), &io.f32("emb").unwrap().1);
+    let e = rel_err(&m.cpu().embed(&t), &io.f32("emb").unwrap().1);
     assert!(e < 1e-5, "emb: {e}");
     let mut ws = Workspace::new();
     let mut worst = (String::new(), 0.0f64);
     let mut seen = 0;
     let out = m
-        .unet
-        .forward_traced(&x, &t, &mut ws, &mut |name, a| {
+        .cpu()
+        .forward_traced(&CTX, &x, &t, &mut ws, &mut |name, a| {
             let r = io.f32(name).unwrap_or_else(|e| panic!("{e}")).1;
             let e = rel_err(a.data(), &r);
             assert!(e <= 1e-4, "{name}: relative error {e:.3e}");
@@ -35,19 +37,19 @@ fn adm_tiny_every_block_matches_reference() {
     eprintln!("adm_tiny worst block error {:.2e} at {}", worst.1, worst.0);
     assert_eq!(out.shape(), [2, 6, 64, 64]);
     // The plain forward gives the same numbers as the traced one.
-    let again = m.unet.forward(&x, &t, &mut ws).unwrap();
+    let again = m.cpu().forward(&CTX, &x, &t, &mut ws).unwrap();
     assert_eq!(again.data(), out.data());
 }
 
 #[test]
 fn celeba64_output_matches_reference() {
     let io = golden("celeba64_io");
-    let m = load_model(&ModelSource::Default, None).unwrap();
-    assert_eq!(m.unet.num_params(), 7_829_443);
+    let m = Model::shipped().unwrap();
+    assert_eq!(m.cpu().num_params(), 7_829_443);
     let x = tensor(&io, "x_t");
     let t = io.f32("t_f32").unwrap().1;
     let mut ws = Workspace::new();
-    let eps = m.unet.forward(&x, &t, &mut ws).unwrap();
+    let eps = m.cpu().forward(&CTX, &x, &t, &mut ws).unwrap();
     let e = rel_err(eps.data(), &io.f32("eps").unwrap().1);
     eprintln!("celeba64 eps relative error {e:.2e}");
     assert!(e <= 1e-4, "eps relative error {e:.3e}");
@@ -55,12 +57,12 @@ fn celeba64_output_matches_reference() {
 
 #[test]
 fn gflop_counts_match_the_documented_figures() {
-    use diffinv::cpu::unet::{RandomWeights, UNet, UNetConfig};
+    use diffinv::model::UNetConfig;
     for (preset, params, gflop) in [("ffhq256", 93_563_910usize, 387.9), ("celeba64", 7_829_443, 9.8)] {
         let cfg = UNetConfig::preset(preset).unwrap();
-        let u = UNet::new(&cfg, &mut RandomWeights::new(1)).unwrap();
+        let u = Model::random(&cfg, 1).unwrap();
         assert_eq!(u.num_params(), params, "{preset} parameters");
-        let g = u.gflop(cfg.image_size);
+        let g = u.gflop();
         assert!((g - gflop).abs() < 0.06, "{preset}: {g} GFLOP, documented {gflop}");
     }
 }
@@ -74,13 +76,13 @@ fn bf16_convolutions_stay_within_one_percent() {
         return;
     }
     let io = golden("celeba64_io");
-    let mut m = load_model(&ModelSource::Default, None).unwrap();
+    let m = Model::shipped().unwrap();
     let (x, g) = (tensor(&io, "x_t"), tensor(&io, "g"));
     let t = io.f32("t_f32").unwrap().1;
     let mut ws = Workspace::new();
-    m.unet.set_precision(Precision::Bf16);
-    let (eps, tape) = m.unet.forward_with_tape(&x, &t, &mut ws).unwrap();
-    let gx = m.unet.vjp(tape, &g, &mut ws).unwrap();
+    let bf16 = CTX.precision(Precision::Bf16);
+    let (eps, tape) = m.cpu().forward_with_tape(&bf16, &x, &t, &mut ws).unwrap();
+    let gx = m.cpu().vjp(&bf16, tape, &g, &mut ws).unwrap();
     let (e1, e2) = (rel_err(eps.data(), &io.f32("eps").unwrap().1), rel_err(gx.data(), &io.f32("grad_x").unwrap().1));
     eprintln!("bf16: eps {e1:.2e}, grad_x {e2:.2e}");
     assert!(e1 <= 1e-2 && e2 <= 1e-2, "bf16 eps {e1:.3e}, grad_x {e2:.3e}");

@@ -40,9 +40,46 @@ impl CliError {
     }
 }
 
-impl From<diffinv_cpu::Error> for CliError {
-    fn from(e: diffinv_cpu::Error) -> Self {
-        CliError::runtime(e.to_string())
+/// The command-line flag of a library parameter, where there is one.
+fn flag(name: &str) -> String {
+    match name {
+        "steps" | "zeta" | "lambda" | "t0" | "noise" | "missing" | "intensity" | "scale" | "task" | "method"
+        | "denoiser" | "device" | "t" | "box" => format!("--{name}"),
+        "box size" => "--box-size".into(),
+        "blur std" => "--blur-std".into(),
+        "ddim_eta" => "--ddim-eta".into(),
+        "n and batch" => "-n and --batch".into(),
+        _ => name.into(),
+    }
+}
+
+impl From<diffinv::Error> for CliError {
+    fn from(e: diffinv::Error) -> Self {
+        use diffinv::cpu::Error as C;
+        use diffinv::model::Error as M;
+        match &e {
+            diffinv::Error::Cancelled => CliError { code: 130, message: "interrupted; nothing was written".into() },
+            diffinv::Error::Cpu(C::Parameter { name, value, reason }) => {
+                CliError::runtime(format!("{} {reason}, got {value}", flag(name)))
+            }
+            diffinv::Error::Model(M::NoConfig { .. }) => CliError::runtime(format!("{e}: give --config")),
+            diffinv::Error::Model(M::TensorShape { .. } | M::UnusedTensors { .. }) => {
+                CliError::runtime(format!("{e} (wrong --config?)"))
+            }
+            _ => CliError::runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<diffinv::cpu::Error> for CliError {
+    fn from(e: diffinv::cpu::Error) -> Self {
+        diffinv::Error::from(e).into()
+    }
+}
+
+impl From<diffinv::model::Error> for CliError {
+    fn from(e: diffinv::model::Error) -> Self {
+        diffinv::Error::from(e).into()
     }
 }
 
@@ -130,21 +167,33 @@ impl Progress {
     pub fn set_message(&self, m: &str) {
         self.pb.set_message(m.to_string());
     }
-    /// Sets the total.
-    pub fn set_length(&self, total: u64) {
-        self.pb.set_length(total);
-    }
     /// Clears the bar.
     pub fn finish(&self) {
         self.pb.finish_and_clear();
     }
-    /// A sampler monitor: advances the bar, returns false (cancel) after Ctrl-C.
-    pub fn monitor(&self) -> impl FnMut(usize, usize) -> bool + '_ {
+    /// A sampler monitor owning a handle to the bar: sets its length and position, returns false
+    /// (cancel) after Ctrl-C.
+    pub fn monitor(&self) -> impl FnMut(usize, usize) -> bool + Send + 'static {
+        let pb = self.pb.clone();
         move |done, total| {
-            self.pb.set_length(total as u64);
-            self.pb.set_position(done as u64);
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
             !interrupted()
         }
+    }
+}
+
+/// `x` when its side is `side` (or no side is asked for), else an error naming the file and the
+/// flag that fixes it.
+pub fn exact_side(x: diffinv::Tensor, side: Option<usize>, path: &std::path::Path) -> Result<diffinv::Tensor> {
+    match side {
+        Some(s) if x.h() != s || x.w() != s => Err(CliError::runtime(format!(
+            "{}: image is {}x{}, the model takes {s}x{s} (use --resize to centre-crop and resize)",
+            path.display(),
+            x.w(),
+            x.h()
+        ))),
+        _ => Ok(x),
     }
 }
 

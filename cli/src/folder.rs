@@ -3,7 +3,7 @@
 //! an interrupted run resumes where it stopped.
 
 use crate::common::{CliError, Global, Result};
-use crate::quality::Quality;
+use diffinv::metrics::Quality;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
 //! `diffinv`: diffusion-model image restoration on the command line (see `docs/cli.md`).
 
+mod args;
 mod cmd;
 mod common;
-mod device;
 mod folder;
 mod quality;
 mod taskargs;

@@ -2,10 +2,10 @@
 
 use crate::common::{CliError, Result};
 use clap::Args;
-use diffinv_cpu::image_io::load_gray;
-use diffinv_cpu::ops::kernels::from_image;
-use diffinv_cpu::ops::mask::BoxSpec;
-use diffinv_cpu::ops::{build, Op, Task, TaskParams};
+use diffinv::cpu::image_io::load_gray;
+use diffinv::cpu::ops::kernels::from_image;
+use diffinv::cpu::ops::mask::BoxSpec;
+use diffinv::{Restorer, Task, TaskParams};
 use std::path::PathBuf;
 
 /// How the measurement operator is built.
@@ -120,19 +120,8 @@ impl OpArgs {
         Ok(p)
     }
 
-    /// The operator for image number `index` of the run (seeded masks, boxes and kernels).
-    pub fn op(&self, params: &TaskParams, shape: [usize; 4], seed: u64, index: u64) -> Result<Op> {
-        let task = self.task()?;
-        if let Some(g) = &params.mask_gray {
-            if g.len() != shape[2] * shape[3] {
-                return Err(CliError::runtime(format!(
-                    "the mask has {} pixels but the image is {}x{}",
-                    g.len(),
-                    shape[3],
-                    shape[2]
-                )));
-            }
-        }
-        Ok(build(task, params, shape, seed, index)?)
+    /// `r` set up for this task, its operator options and noise level.
+    pub fn apply<'m>(&self, r: Restorer<'m>, params: &TaskParams) -> Result<Restorer<'m>> {
+        Ok(r.task(self.task()?).params(params.clone()).noise(self.noise))
     }
 }

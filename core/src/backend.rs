@@ -11,12 +11,15 @@ pub type Shape = [usize; 4];
 /// A compute backend: batched NCHW tensors, the diffusion model, and the elementwise steps.
 ///
 /// Every elementwise method is the batched form of the slice function of the same name in
-/// [`crate::diffusion`] or [`crate::update`]; output tensors are distinct from inputs.
+/// [`crate::diffusion`] or [`crate::update`], with the coefficients those modules compute;
+/// output tensors are caller-owned, of the documented shape, and distinct from inputs.
 pub trait Backend {
     /// A batch of images (N, C, H, W) in the backend's memory.
     type Tensor;
     /// The backend's error.
     type Error: core::fmt::Display + core::fmt::Debug;
+    /// What [`Backend::model_vjp`] needs from a [`Backend::model_for_grad`] call.
+    type Tape;
 
     /// The shape of a tensor.
     fn shape(&self, x: &Self::Tensor) -> Shape;
@@ -31,10 +34,17 @@ pub trait Backend {
     fn variance(&self) -> VarianceKind;
     /// `out = model(x, t)` for every image at original timestep `t`.
     fn model(&mut self, x: &Self::Tensor, t: usize, out: &mut Self::Tensor) -> Result<(), Self::Error>;
-    /// Like [`Backend::model`], keeping what [`Backend::model_vjp`] needs.
-    fn model_for_grad(&mut self, x: &Self::Tensor, t: usize, out: &mut Self::Tensor) -> Result<(), Self::Error>;
-    /// `grad_x = d(sum(out * cotangent))/dx` at the inputs of the last `model_for_grad`.
-    fn model_vjp(&mut self, cotangent: &Self::Tensor, grad_x: &mut Self::Tensor) -> Result<(), Self::Error>;
+    /// Like [`Backend::model`], returning the tape [`Backend::model_vjp`] needs.
+    fn model_for_grad(&mut self, x: &Self::Tensor, t: usize, out: &mut Self::Tensor)
+        -> Result<Self::Tape, Self::Error>;
+    /// `grad_x = d(sum(out * cotangent))/dx` at the input of the forward pass that made `tape`
+    /// (the tape is consumed: its buffers go back to the backend).
+    fn model_vjp(
+        &mut self,
+        tape: Self::Tape,
+        cotangent: &Self::Tensor,
+        grad_x: &mut Self::Tensor,
+    ) -> Result<(), Self::Error>;
 
     /// Standard normal noise; image `i` of the batch draws from `rngs[i]`.
     fn randn(&mut self, rngs: &mut [NoiseStream], out: &mut Self::Tensor) -> Result<(), Self::Error>;

@@ -9,12 +9,17 @@ fn check(a: usize, b: usize, what: &str) {
     assert!(a == b, "{what}: slice lengths differ ({a} vs {b})");
 }
 
+/// The coefficients `(sqrt(abar), sqrt(1 - abar))` of `q_sample`.
+pub fn q_sample_coefs(abar: f64) -> (f64, f64) {
+    (libm::sqrt(abar), libm::sqrt(1.0 - abar))
+}
+
 /// `x_t = sqrt(abar) x_0 + sqrt(1 - abar) z`.
 pub fn q_sample<F: Float>(x0: &[F], noise: &[F], abar: f64, out: &mut [F]) {
     check(x0.len(), noise.len(), "q_sample");
     check(x0.len(), out.len(), "q_sample");
-    let a = F::from_f64(libm::sqrt(abar));
-    let s = F::from_f64(libm::sqrt(1.0 - abar));
+    let (a, s) = q_sample_coefs(abar);
+    let (a, s) = (F::from_f64(a), F::from_f64(s));
     for ((o, &x), &z) in out.iter_mut().zip(x0).zip(noise) {
         *o = a * x + s * z;
     }
@@ -31,6 +36,12 @@ pub fn predict_x0<F: Float>(x_t: &[F], eps: &[F], c: &StepCoefs, clip: bool, out
         let v = a * x - b * e;
         *o = if clip { v.clamp_to(-F::ONE, F::ONE) } else { v };
     }
+}
+
+/// `eps_from_x0` as one linear combination `(x_t coefficient, x_0 coefficient)`.
+pub fn eps_from_x0_coefs(c: &StepCoefs) -> (f64, f64) {
+    let inv_b = 1.0 / c.sqrt_recipm1_abar();
+    (c.sqrt_recip_abar() * inv_b, -inv_b)
 }
 
 /// `eps = (sqrt(1/abar) x_t - x_0)/sqrt(1/abar - 1)`, the noise that explains `x_t` given `x_0`.
@@ -64,14 +75,24 @@ pub fn posterior_mean<F: Float>(x0: &[F], x_t: &[F], c: &StepCoefs, out: &mut [F
     }
 }
 
+/// The bounds `(log(beta), logvar_clipped)` the learned range interpolates between.
+pub fn learned_range_bounds(c: &StepCoefs) -> (f64, f64) {
+    (libm::log(c.beta), c.posterior_log_variance_clipped)
+}
+
 /// The learned-range log-variance of one element: `frac log(beta) + (1 - frac) logvar_clipped`,
 /// `frac = (v + 1)/2`.
 #[inline]
 pub fn learned_range_log_variance<F: Float>(v: F, c: &StepCoefs) -> F {
-    let max_log = F::from_f64(libm::log(c.beta));
-    let min_log = F::from_f64(c.posterior_log_variance_clipped);
+    let (max_log, min_log) = learned_range_bounds(c);
+    let (max_log, min_log) = (F::from_f64(max_log), F::from_f64(min_log));
     let frac = (v + F::ONE) * F::from_f64(0.5);
     frac * max_log + (F::ONE - frac) * min_log
+}
+
+/// The standard deviation `exp(logvar/2)` of a fixed log-variance.
+pub fn fixed_sigma(log_variance: f64) -> f64 {
+    libm::exp(0.5 * log_variance)
 }
 
 /// `out = mean + exp(logvar/2) z` with a fixed log-variance; `z = None` adds no noise (step 0).
@@ -81,7 +102,7 @@ pub fn sample_fixed<F: Float>(mean: &[F], log_variance: f64, z: Option<&[F]>, ou
         None => out.copy_from_slice(mean),
         Some(z) => {
             check(mean.len(), z.len(), "sample_fixed");
-            let s = F::from_f64(libm::exp(0.5 * log_variance));
+            let s = F::from_f64(fixed_sigma(log_variance));
             for ((o, &m), &z) in out.iter_mut().zip(mean).zip(z) {
                 *o = m + s * z;
             }

@@ -104,12 +104,18 @@ impl NoiseStream {
         start
     }
 
-    /// Fills `out` with the next standard normal numbers.
-    pub fn fill_normal<F: crate::Float>(&mut self, out: &mut [F]) {
-        let start = self.reserve(out.len());
+    /// `out[j]` = standard normal number `start + j` of the stream (absolute indices, the
+    /// stream's position unchanged): any split of a reserved range gives the same numbers.
+    pub fn fill_normal_from<F: crate::Float>(&self, start: u64, out: &mut [F]) {
         for (i, o) in out.iter_mut().enumerate() {
             *o = F::from_f64(self.normal_at(start + i as u64));
         }
+    }
+
+    /// Fills `out` with the next standard normal numbers.
+    pub fn fill_normal<F: crate::Float>(&mut self, out: &mut [F]) {
+        let start = self.reserve(out.len());
+        self.fill_normal_from(start, out);
     }
 
     /// Fills `out` with the next uniform numbers in (0, 1).

@@ -55,7 +55,14 @@ pub enum SampleError<E> {
     /// The monitor asked to stop.
     Cancelled,
     /// A parameter is out of its range.
-    BadParameter(&'static str),
+    BadParameter {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
 }
 
 impl<E> From<E> for SampleError<E> {
@@ -76,7 +83,7 @@ impl<E: core::fmt::Display> core::fmt::Display for SampleError<E> {
                 "{method}: the iterate diverged at step t={t} (max |x| = {max_abs:.3e}); try a smaller step size"
             ),
             SampleError::Cancelled => write!(f, "cancelled"),
-            SampleError::BadParameter(what) => write!(f, "bad parameter: {what}"),
+            SampleError::BadParameter { name, value, reason } => write!(f, "{name} {reason}, got {value}"),
         }
     }
 }
@@ -148,9 +155,9 @@ fn p_sample<B: Backend>(
     }
 }
 
-fn check_start(chain: &Chain<'_>, start: usize) -> Result<(), &'static str> {
+fn check_start<E>(chain: &Chain<'_>, start: usize) -> Result<(), SampleError<E>> {
     if start >= chain.len() {
-        Err("start step is past the end of the chain")
+        Err(SampleError::BadParameter { name: "start", value: start as f64, reason: "must be a step of the chain" })
     } else {
         Ok(())
     }
@@ -168,7 +175,7 @@ pub fn reverse<B: Backend>(
     rngs: &mut [NoiseStream],
     monitor: &mut impl Monitor,
 ) -> Res<B> {
-    check_start(chain, start).map_err(SampleError::BadParameter)?;
+    check_start(chain, start)?;
     let mut s = Scratch::new(b, x)?;
     let mut eps = b.zeros(b.shape(x))?;
     let method = if ddim_eta.is_some() { "ddim" } else { "ddpm" };
@@ -224,7 +231,7 @@ pub struct SdeditConfig {
 /// streams, then run the reverse chain; inpainting re-imposes the noised measurement at every
 /// step (RePaint's blend), other operators take a gradient step on `x0_hat`.
 #[allow(clippy::too_many_arguments)]
-pub fn sdedit<B: Backend, A: Operator<B>>(
+pub fn sdedit<B: Backend, A: Operator<B> + ?Sized>(
     b: &mut B,
     chain: &Chain<'_>,
     op: &A,
@@ -235,8 +242,11 @@ pub fn sdedit<B: Backend, A: Operator<B>>(
     rngs: &mut [NoiseStream],
     monitor: &mut impl Monitor,
 ) -> Res<B> {
-    let start =
-        chain.index_at_or_below(cfg.t0).ok_or(SampleError::BadParameter("t0 is below the chain's first step"))?;
+    let start = chain.index_at_or_below(cfg.t0).ok_or(SampleError::BadParameter {
+        name: "t0",
+        value: cfg.t0 as f64,
+        reason: "must not be below the chain's first step",
+    })?;
     let mut s = Scratch::new(b, x)?;
     let shape = b.shape(x);
     let c0 = chain.coefs(start);
@@ -290,7 +300,7 @@ pub struct AldConfig {
 /// `x -= lambda/(2 (sigma_y^2 + gamma_t^2)) grad ||A x_t - y||^2` with `gamma_t = sqrt(1 - abar_t)`.
 /// `x` holds `x_T` on entry.
 #[allow(clippy::too_many_arguments)]
-pub fn ald<B: Backend, A: Operator<B>>(
+pub fn ald<B: Backend, A: Operator<B> + ?Sized>(
     b: &mut B,
     chain: &Chain<'_>,
     op: &A,
@@ -363,7 +373,11 @@ impl<T> DpsWork<T> {
     pub fn new<B: Backend<Tensor = T>>(b: &mut B, x: &T, y: &T) -> Result<Self, SampleError<B::Error>> {
         let shape = b.shape(x);
         if shape[0] > MAX_BATCH {
-            return Err(SampleError::BadParameter("DPS batch larger than MAX_BATCH"));
+            return Err(SampleError::BadParameter {
+                name: "batch",
+                value: shape[0] as f64,
+                reason: "must be at most MAX_BATCH (64) for DPS",
+            });
         }
         let s = Scratch::new(b, x)?;
         let cot = b.zeros(b.shape(&s.out))?;
@@ -383,7 +397,7 @@ impl<T> DpsWork<T> {
 /// `next = x'_{t-1} - zeta grad_{x_t} ||y - A x0_hat(x_t)||` and returns the intermediates.
 /// `next` must not alias `x`.
 #[allow(clippy::too_many_arguments)]
-pub fn dps_step<'w, B: Backend, A: Operator<B>>(
+pub fn dps_step<'w, B: Backend, A: Operator<B> + ?Sized>(
     b: &mut B,
     c: &StepCoefs,
     op: &A,
@@ -396,7 +410,7 @@ pub fn dps_step<'w, B: Backend, A: Operator<B>>(
 ) -> Result<DpsStepOut<'w, B::Tensor>, B::Error> {
     let n = b.shape(x)[0];
     let kind: VarianceKind = b.variance();
-    b.model_for_grad(x, c.t, &mut w.s.out)?;
+    let tape = b.model_for_grad(x, c.t, &mut w.s.out)?;
     b.predict_x0(x, &w.s.out, c, false, &mut w.x0_raw)?;
     b.copy(&w.x0_raw, &mut w.s.x0)?;
     b.clamp(&mut w.s.x0, -1.0, 1.0)?;
@@ -414,7 +428,7 @@ pub fn dps_step<'w, B: Backend, A: Operator<B>>(
     b.clip_gradient(&w.x0_raw, &mut w.g)?;
     // x0_raw = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps(x_t).
     b.embed_channels(&w.g, -c.sqrt_recipm1_abar(), &mut w.cot)?;
-    b.model_vjp(&w.cot, &mut w.gx)?;
+    b.model_vjp(tape, &w.cot, &mut w.gx)?;
     b.axpy(c.sqrt_recip_abar(), &w.g, &mut w.gx)?;
     b.axpby(1.0, &w.s.next, -zeta, &w.gx, next)?;
     Ok(DpsStepOut {
@@ -431,7 +445,7 @@ pub fn dps_step<'w, B: Backend, A: Operator<B>>(
 /// `zeta` down the gradient of `||y - A x0_hat||` (not squared, per image) through the network.
 /// `x` holds `x_T` on entry.
 #[allow(clippy::too_many_arguments)]
-pub fn dps<B: Backend, A: Operator<B>>(
+pub fn dps<B: Backend, A: Operator<B> + ?Sized>(
     b: &mut B,
     chain: &Chain<'_>,
     op: &A,
@@ -475,7 +489,7 @@ pub struct DiffpirConfig {
 /// DiffPIR: `x0_hat`, then the data proximal step `argmin ||y - A x||^2 + rho_t ||x - x0_hat||^2`,
 /// then re-noise to the previous step. No network gradients. `x` holds `x_T` on entry.
 #[allow(clippy::too_many_arguments)]
-pub fn diffpir<B: Backend, A: Operator<B>>(
+pub fn diffpir<B: Backend, A: Operator<B> + ?Sized>(
     b: &mut B,
     chain: &Chain<'_>,
     op: &A,
@@ -486,7 +500,11 @@ pub fn diffpir<B: Backend, A: Operator<B>>(
     monitor: &mut impl Monitor,
 ) -> Res<B> {
     if !(0.0..=1.0).contains(&cfg.zeta) {
-        return Err(SampleError::BadParameter("DiffPIR zeta must be in [0, 1]"));
+        return Err(SampleError::BadParameter {
+            name: "zeta",
+            value: cfg.zeta,
+            reason: "must be in [0, 1] for DiffPIR",
+        });
     }
     let mut s = Scratch::new(b, x)?;
     let mut x0t = b.zeros(b.shape(x))?;

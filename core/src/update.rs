@@ -16,14 +16,32 @@ pub fn ddim_sigma(abar: f64, abar_prev: f64, eta: f64) -> f64 {
     eta * libm::sqrt((1.0 - abar_prev) / (1.0 - abar)) * libm::sqrt(1.0 - abar / abar_prev)
 }
 
+/// The coefficients of a DDIM step `x0 x0 + eps eps + z z`, computed once for every backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdimCoefs {
+    /// `sqrt(abar_prev)`.
+    pub x0: f64,
+    /// `sqrt(1 - abar_prev - s^2)`.
+    pub eps: f64,
+    /// The noise scale `s` ([`ddim_sigma`]); 0 when deterministic.
+    pub z: f64,
+}
+
+impl DdimCoefs {
+    /// The step from `abar` to `abar_prev` with noise `eta`.
+    pub fn new(abar: f64, abar_prev: f64, eta: f64) -> Self {
+        let s = ddim_sigma(abar, abar_prev, eta);
+        DdimCoefs { x0: libm::sqrt(abar_prev), eps: libm::sqrt((1.0 - abar_prev - s * s).max(0.0)), z: s }
+    }
+}
+
 /// One DDIM step: `sqrt(abar_prev) x0 + sqrt(1 - abar_prev - s^2) eps + s z`.
 /// With `eta = 0` (so `z` is unused) the step is deterministic.
 pub fn ddim_step<F: Float>(x0: &[F], eps: &[F], z: Option<&[F]>, abar: f64, abar_prev: f64, eta: f64, out: &mut [F]) {
     check(x0.len(), eps.len(), "ddim_step");
     check(x0.len(), out.len(), "ddim_step");
-    let s = ddim_sigma(abar, abar_prev, eta);
-    let a = F::from_f64(libm::sqrt(abar_prev));
-    let b = F::from_f64(libm::sqrt((1.0 - abar_prev - s * s).max(0.0)));
+    let k = DdimCoefs::new(abar, abar_prev, eta);
+    let (a, b, s) = (F::from_f64(k.x0), F::from_f64(k.eps), k.z);
     match z {
         Some(z) if s > 0.0 => {
             check(x0.len(), z.len(), "ddim_step");
@@ -92,6 +110,42 @@ pub fn diffpir_rho(lambda: f64, sigma_y: f64, abar: f64) -> f64 {
     lambda * sigma_y * sigma_y * abar / (1.0 - abar)
 }
 
+/// The coefficients of a DiffPIR step, computed once for every backend:
+/// `eps_hat = ex x_t + e0 x0`, `out = a x0 + b eps_hat + c z`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiffpirCoefs {
+    /// `1/sqrt(1 - abar)`.
+    pub ex: f64,
+    /// `-sqrt(abar)/sqrt(1 - abar)`.
+    pub e0: f64,
+    /// `sqrt(abar_prev)`.
+    pub a: f64,
+    /// `sqrt(1 - abar_prev) sqrt(1 - zeta)`.
+    pub b: f64,
+    /// `sqrt(1 - abar_prev) sqrt(zeta)`.
+    pub c: f64,
+}
+
+impl DiffpirCoefs {
+    /// The step from `abar` to `abar_prev` with noise mix `zeta`.
+    pub fn new(abar: f64, abar_prev: f64, zeta: f64) -> Self {
+        let inv = 1.0 / libm::sqrt(1.0 - abar);
+        let s = libm::sqrt(1.0 - abar_prev);
+        DiffpirCoefs {
+            ex: inv,
+            e0: -libm::sqrt(abar) * inv,
+            a: libm::sqrt(abar_prev),
+            b: s * libm::sqrt(1.0 - zeta),
+            c: s * libm::sqrt(zeta),
+        }
+    }
+
+    /// The step as one linear combination `(x0, x_t, z)` (for backends that fuse it).
+    pub fn linear(&self) -> (f64, f64, f64) {
+        (self.a + self.b * self.e0, self.b * self.ex, self.c)
+    }
+}
+
 /// DiffPIR's step: with `eps_hat = (x_t - sqrt(abar) x0)/sqrt(1 - abar)`,
 /// `sqrt(abar_prev) x0 + sqrt(1 - abar_prev) (sqrt(1 - zeta) eps_hat + sqrt(zeta) z)`.
 pub fn diffpir_step<F: Float>(
@@ -105,11 +159,9 @@ pub fn diffpir_step<F: Float>(
 ) {
     check(x0.len(), x_t.len(), "diffpir_step");
     check(x0.len(), out.len(), "diffpir_step");
-    let inv = 1.0 / libm::sqrt(1.0 - abar);
-    let (ex, e0) = (F::from_f64(inv), F::from_f64(-libm::sqrt(abar) * inv));
-    let a = F::from_f64(libm::sqrt(abar_prev));
-    let s = libm::sqrt(1.0 - abar_prev);
-    let (b, c) = (F::from_f64(s * libm::sqrt(1.0 - zeta)), F::from_f64(s * libm::sqrt(zeta)));
+    let k = DiffpirCoefs::new(abar, abar_prev, zeta);
+    let (ex, e0, a) = (F::from_f64(k.ex), F::from_f64(k.e0), F::from_f64(k.a));
+    let (b, c) = (F::from_f64(k.b), F::from_f64(k.c));
     match z {
         Some(z) => {
             check(x0.len(), z.len(), "diffpir_step");

@@ -2,6 +2,7 @@
 //! [`Tensor`]s, the UNet and the elementwise steps of `diffinv_core::{diffusion, update}`,
 //! parallel over fixed chunks (so the results do not depend on the thread count).
 
+use crate::context::CpuContext;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::unet::{Tape, UNet, Workspace};
@@ -13,29 +14,40 @@ use rayon::prelude::*;
 /// Elements per parallel chunk of the elementwise steps.
 const CHUNK: usize = 1 << 14;
 
-/// The CPU backend: an optional model (operator-only solvers need none) and its workspace.
+/// The CPU backend: an optional model (operator-only solvers need none), its context and
+/// workspace.
 pub struct CpuBackend<'m> {
     model: Option<&'m UNet>,
     variance: VarianceKind,
+    ctx: CpuContext,
     ws: Workspace,
-    tape: Option<Tape>,
     /// Network evaluations so far.
     pub nfe: usize,
 }
 
 impl<'m> CpuBackend<'m> {
-    /// A backend that runs `model` with the reverse-process variance `variance`.
-    pub fn new(model: &'m UNet, variance: VarianceKind) -> Self {
-        CpuBackend { model: Some(model), variance, ws: Workspace::new(), tape: None, nfe: 0 }
+    /// A backend that runs `model` with the reverse-process variance `variance`, computing as
+    /// `ctx` says.
+    pub fn new(model: &'m UNet, variance: VarianceKind, ctx: CpuContext) -> Self {
+        CpuBackend { model: Some(model), variance, ctx, ws: Workspace::new(), nfe: 0 }
     }
 
     /// A backend without a model, for the classical solvers and the operators.
     pub fn without_model() -> Self {
-        CpuBackend { model: None, variance: VarianceKind::FixedSmall, ws: Workspace::new(), tape: None, nfe: 0 }
+        CpuBackend {
+            model: None,
+            variance: VarianceKind::FixedSmall,
+            ctx: CpuContext::default(),
+            ws: Workspace::new(),
+            nfe: 0,
+        }
     }
 
     fn unet(&self) -> Result<&'m UNet> {
-        self.model.ok_or_else(|| Error::Config("this backend has no model".into()))
+        self.model.ok_or_else(|| Error::Unsupported {
+            what: "a network evaluation".into(),
+            reason: "this backend was made without a model".into(),
+        })
     }
 }
 
@@ -43,8 +55,17 @@ fn same(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     if a.shape() == b.shape() {
         Ok(())
     } else {
-        Err(Error::Shape(format!("{what}: shapes {:?} and {:?} differ", a.shape(), b.shape())))
+        Err(Error::mismatch(what, &a.shape(), &b.shape()))
     }
+}
+
+/// Checks that `model_out` holds `k` times `x`'s channels (eps, and the variance's `v`) per image.
+fn model_out_fits(x: &Tensor, model_out: &Tensor, k: usize) -> Result<()> {
+    let (s, m) = (x.shape(), model_out.shape());
+    if m[0] != s[0] || m[2] != s[2] || m[3] != s[3] || m[1] < k * s[1] {
+        return Err(Error::shape("model output", &m, format!("needs {k} x the channels of the images {s:?}")));
+    }
+    Ok(())
 }
 
 /// Runs `f` on matching chunks of `out` and the inputs, in parallel.
@@ -64,6 +85,7 @@ fn eps_of(out: &Tensor, i: usize, len: usize) -> &[f32] {
 impl Backend for CpuBackend<'_> {
     type Tensor = Tensor;
     type Error = Error;
+    type Tape = Tape;
 
     fn shape(&self, x: &Tensor) -> Shape {
         x.shape()
@@ -89,41 +111,27 @@ impl Backend for CpuBackend<'_> {
 
     fn model(&mut self, x: &Tensor, t: usize, out: &mut Tensor) -> Result<()> {
         let ts = vec![t as f32; x.n()];
-        let o = self.unet()?.forward(x, &ts, &mut self.ws)?;
-        *out = o;
+        self.unet()?.forward_into(&self.ctx, x, &ts, &mut self.ws, out)?;
         self.nfe += 1;
         Ok(())
     }
 
-    fn model_for_grad(&mut self, x: &Tensor, t: usize, out: &mut Tensor) -> Result<()> {
+    fn model_for_grad(&mut self, x: &Tensor, t: usize, out: &mut Tensor) -> Result<Tape> {
         let ts = vec![t as f32; x.n()];
-        let (o, tape) = self.unet()?.forward_with_tape(x, &ts, &mut self.ws)?;
-        *out = o;
-        self.tape = Some(tape);
+        let tape = self.unet()?.forward_for_grad(&self.ctx, x, &ts, &mut self.ws, out)?;
         self.nfe += 1;
-        Ok(())
+        Ok(tape)
     }
 
-    fn model_vjp(&mut self, cotangent: &Tensor, grad_x: &mut Tensor) -> Result<()> {
-        let tape = self.tape.take().ok_or_else(|| Error::Config("model_vjp without model_for_grad".into()))?;
-        *grad_x = self.unet()?.vjp(tape, cotangent, &mut self.ws)?;
-        Ok(())
+    fn model_vjp(&mut self, tape: Tape, cotangent: &Tensor, grad_x: &mut Tensor) -> Result<()> {
+        self.unet()?.vjp_into(&self.ctx, tape, cotangent, &mut self.ws, grad_x)
     }
 
     fn randn(&mut self, rngs: &mut [NoiseStream], out: &mut Tensor) -> Result<()> {
         if rngs.len() != out.n() {
-            return Err(Error::Shape(format!("{} noise streams for a batch of {}", rngs.len(), out.n())));
+            return Err(Error::shape("noise", &out.shape(), format!("{} noise streams for this batch", rngs.len())));
         }
-        let l = out.image_len();
-        for (i, rng) in rngs.iter_mut().enumerate() {
-            let start = rng.reserve(l);
-            let r = *rng;
-            out.image_mut(i).par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = r.normal_at(start + (c * CHUNK + j) as u64) as f32;
-                }
-            });
-        }
+        diffinv_model::noise::randn_images(rngs, out.data_mut());
         Ok(())
     }
 
@@ -143,6 +151,7 @@ impl Backend for CpuBackend<'_> {
         out: &mut Tensor,
     ) -> Result<()> {
         same(x_t, out, "predict_x0")?;
+        model_out_fits(x_t, model_out, 1)?;
         let l = x_t.image_len();
         for i in 0..x_t.n() {
             let e = eps_of(model_out, i, l);
@@ -153,6 +162,7 @@ impl Backend for CpuBackend<'_> {
 
     fn eps_from_x0(&mut self, x_t: &Tensor, x0: &Tensor, c: &StepCoefs, out: &mut Tensor) -> Result<()> {
         same(x_t, x0, "eps_from_x0")?;
+        same(x_t, out, "eps_from_x0")?;
         zip_chunks(out.data_mut(), &[x_t.data(), x0.data()], |o, s| {
             diffinv_core::diffusion::eps_from_x0(s[0], s[1], c, o)
         });
@@ -171,6 +181,10 @@ impl Backend for CpuBackend<'_> {
     ) -> Result<()> {
         same(x0, x_t, "posterior_sample")?;
         same(x0, out, "posterior_sample")?;
+        model_out_fits(x0, model_out, if kind == VarianceKind::LearnedRange { 2 } else { 1 })?;
+        if let Some(z) = z {
+            same(x0, z, "posterior_sample noise")?;
+        }
         let l = x0.image_len();
         for i in 0..x0.n() {
             let (a, b) = (x0.image(i), x_t.image(i));
@@ -202,6 +216,7 @@ impl Backend for CpuBackend<'_> {
         out: &mut Tensor,
     ) -> Result<()> {
         same(x0, eps, "ddim_step")?;
+        same(x0, out, "ddim_step")?;
         match z {
             Some(z) => zip_chunks(out.data_mut(), &[x0.data(), eps.data(), z.data()], |o, s| {
                 ddim_step(s[0], s[1], Some(s[2]), abar, abar_prev, eta, o)
@@ -224,6 +239,7 @@ impl Backend for CpuBackend<'_> {
         out: &mut Tensor,
     ) -> Result<()> {
         same(x0, x_t, "diffpir_step")?;
+        same(x0, out, "diffpir_step")?;
         match z {
             Some(z) => zip_chunks(out.data_mut(), &[x0.data(), x_t.data(), z.data()], |o, s| {
                 diffpir_step(s[0], s[1], Some(s[2]), abar, abar_prev, zeta, o)
@@ -253,9 +269,10 @@ impl Backend for CpuBackend<'_> {
 
     fn mask_blend(&mut self, x: &Tensor, y_t: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()> {
         same(x, y_t, "mask_blend")?;
+        same(x, out, "mask_blend")?;
         let l = x.image_len();
         if mask.image_len() != l || (mask.n() != 1 && mask.n() != x.n()) {
-            return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", mask.shape(), x.shape())));
+            return Err(Error::shape("mask", &mask.shape(), format!("does not fit images {:?}", x.shape())));
         }
         for i in 0..x.n() {
             let m = mask.image(if mask.n() == 1 { 0 } else { i });
@@ -280,6 +297,9 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn norms(&mut self, x: &Tensor, out: &mut [f64]) -> Result<()> {
+        if out.len() != x.n() {
+            return Err(Error::shape("norms", &x.shape(), format!("{} outputs for this batch", out.len())));
+        }
         let v: Vec<f64> = (0..x.n())
             .into_par_iter()
             .map(|i| x.image(i).iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt())
@@ -289,6 +309,9 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn scale_images(&mut self, x: &mut Tensor, s: &[f64]) -> Result<()> {
+        if s.len() != x.n() {
+            return Err(Error::shape("scale_images", &x.shape(), format!("{} scales for this batch", s.len())));
+        }
         for (i, &sc) in s.iter().enumerate() {
             let sc = sc as f32;
             x.image_mut(i).iter_mut().for_each(|v| *v *= sc);
@@ -298,8 +321,8 @@ impl Backend for CpuBackend<'_> {
 
     fn embed_channels(&mut self, g: &Tensor, scale: f64, out: &mut Tensor) -> Result<()> {
         let l = g.image_len();
-        if out.n() != g.n() || out.image_len() < l || out.h() != g.h() {
-            return Err(Error::Shape(format!("cannot embed {:?} into {:?}", g.shape(), out.shape())));
+        if out.n() != g.n() || out.image_len() < l || out.h() != g.h() || out.w() != g.w() {
+            return Err(Error::shape("embed_channels", &g.shape(), format!("does not fit {:?}", out.shape())));
         }
         let s = scale as f32;
         for i in 0..g.n() {

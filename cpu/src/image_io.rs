@@ -3,8 +3,8 @@
 //! atomic PNG writes and labelled image grids.
 
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
 use crate::tensor::Tensor;
+use diffinv_model::io::write_atomic;
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
 use std::path::Path;
 
@@ -25,9 +25,9 @@ pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<DynamicImage> {
 }
 
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, shown: &str) -> Result<DynamicImage> {
-    let mut reader = reader.with_guessed_format().map_err(|e| Error::Image(format!("{shown}: {e}")))?;
+    let mut reader = reader.with_guessed_format().map_err(|e| Error::image(shown, e.to_string()))?;
     if reader.format().is_none() {
-        return Err(Error::Image(format!("{shown}: not an image (expected PNG or JPEG)")));
+        return Err(Error::image(shown, "not an image (expected PNG or JPEG)"));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -35,12 +35,12 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, sh
     limits.max_alloc = Some(MAX_BYTES);
     reader.limits(limits);
     reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => Error::Image(format!(
-            "{shown}: image larger than {MAX_SIDE}x{MAX_SIDE} pixels or {} MiB decoded",
-            MAX_BYTES >> 20
-        )),
-        image::ImageError::Unsupported(u) => Error::Image(format!("{shown}: unsupported image: {u}")),
-        e => Error::Image(format!("{shown}: not a readable image ({e})")),
+        image::ImageError::Limits(_) => Error::image(
+            shown,
+            format!("image larger than {MAX_SIDE}x{MAX_SIDE} pixels or {} MiB decoded", MAX_BYTES >> 20),
+        ),
+        image::ImageError::Unsupported(u) => Error::image(shown, format!("unsupported image: {u}")),
+        e => Error::image(shown, format!("not a readable image ({e})")),
     })
 }
 
@@ -87,12 +87,14 @@ pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
         Fit::Any => {}
         Fit::Exact(s) => {
             if img.width() as usize != s || img.height() as usize != s {
-                return Err(Error::Image(format!(
-                    "{}: image is {}x{}, the model takes {s}x{s} (use --resize to centre-crop and resize)",
-                    path.display(),
-                    img.width(),
-                    img.height()
-                )));
+                return Err(Error::image(
+                    path.display().to_string(),
+                    format!(
+                        "image is {}x{}, the model takes {s}x{s} (centre-crop and resize it, Fit::Resize)",
+                        img.width(),
+                        img.height()
+                    ),
+                ));
             }
         }
         Fit::Resize(s) => img = crop_resize(&img, s as u32),
@@ -144,6 +146,7 @@ fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
         img.write_to(&mut buf, fmt).map_err(std::io::Error::other)?;
         w.write_all(buf.get_ref())
     })
+    .map_err(Error::from)
 }
 
 /// Writes image `i` of a [-1, 1] tensor (PNG, or JPEG by extension), atomically.
@@ -153,7 +156,7 @@ pub fn save_image(path: &Path, t: &Tensor, i: usize) -> Result<()> {
 
 /// A grid of equally sized images (`cols` per row), with an optional label above each column.
 pub fn save_grid(path: &Path, tiles: &[RgbImage], cols: usize, labels: &[String]) -> Result<()> {
-    let first = tiles.first().ok_or_else(|| Error::Image("empty grid".into()))?;
+    let first = tiles.first().ok_or_else(|| Error::shape("grid", &[0], "needs at least one tile"))?;
     let (tw, th) = (first.width(), first.height());
     let cols = cols.max(1) as u32;
     let rows = (tiles.len() as u32).div_ceil(cols);

@@ -5,12 +5,13 @@
 //! operators, classical solvers, metrics, and checkpoint and image I/O.
 #![deny(missing_docs)]
 
-pub mod checkpoint;
+pub mod context;
 pub mod error;
-pub mod io;
 pub mod tensor;
 
 pub use backend::CpuBackend;
+pub use context::CpuContext;
+pub use diffinv_model as model;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub mod gemm;

@@ -25,7 +25,7 @@ impl Tensor {
     pub fn from_vec(shape: Shape, data: Vec<f32>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Shape(format!("tensor of shape {shape:?} needs {n} values, got {}", data.len())));
+            return Err(Error::shape("tensor", &shape, format!("needs {n} values, got {}", data.len())));
         }
         Ok(Tensor { shape, data })
     }
@@ -70,6 +70,14 @@ impl Tensor {
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
+    /// The data as the vector the shared walker's CPU buffers are.
+    pub(crate) fn vec(&self) -> &Vec<f32> {
+        &self.data
+    }
+    /// The data vector, mutable (its length must not change).
+    pub(crate) fn vec_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.data
+    }
     /// Consumes the tensor into its data.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
@@ -102,12 +110,12 @@ impl Tensor {
     }
     /// Concatenates tensors of equal image shape along the batch.
     pub fn stack(parts: &[&Tensor]) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| Error::Shape("stack of no tensors".into()))?;
+        let first = parts.first().ok_or_else(|| Error::shape("stack", &[0], "needs at least one tensor"))?;
         let mut data = Vec::new();
         let mut n = 0;
         for p in parts {
             if p.shape[1..] != first.shape[1..] {
-                return Err(Error::Shape(format!("cannot stack {:?} with {:?}", p.shape, first.shape)));
+                return Err(Error::mismatch("stacked tensor", &p.shape, &first.shape));
             }
             data.extend_from_slice(&p.data);
             n += p.shape[0];

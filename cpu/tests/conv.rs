@@ -6,6 +6,7 @@ use diffinv_core::NoiseStream;
 use diffinv_cpu::gemm::Isa;
 use diffinv_cpu::nn::winograd::{conv3x3, WinogradWeights};
 use diffinv_cpu::nn::{Conv2d, Precision};
+use diffinv_cpu::CpuContext;
 
 fn randn(n: usize, seed: u64) -> Vec<f32> {
     let mut v = vec![0.0f32; n];
@@ -74,16 +75,25 @@ fn every_conv_path_matches_the_naive_convolution() {
         let b = randn(cout, 30 + t as u64);
         let conv = Conv2d::new(wt.clone(), Some(b.clone()), cin, cout, k, s, p);
         let (oh, ow) = conv.out_hw(h, w);
-        let mut y = vec![0.0f32; n * cout * oh * ow];
-        conv.forward(&x, n, h, w, &mut y, None, false);
         let want = naive(&x, &wt, &b, n, cin, cout, h, w, k, s, p);
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let e = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
-        assert!(e < 1e-5, "case {t} {n}x{cin}->{cout} {h}x{w} k{k} s{s}: {e:.2e}");
-        // Adjoint: <conv(x) - bias, g> = <x, conv^T g>.
         let g = randn(n * cout * oh * ow, 40 + t as u64);
+        // Every kernel this CPU runs, with and without Winograd, against the naive convolution.
+        for isa in Isa::all_available() {
+            for wino in [true, false] {
+                let ctx = CpuContext::with_isa(isa).unwrap().winograd(wino);
+                let mut y = vec![0.0f32; n * cout * oh * ow];
+                conv.forward(&ctx, &x, n, h, w, &mut y, None, false);
+                let e = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
+                assert!(e < 1e-5, "case {t} {} wino {wino}: {e:.2e}", isa.name());
+            }
+        }
+        let ctx = CpuContext::default();
+        let mut y = vec![0.0f32; n * cout * oh * ow];
+        conv.forward(&ctx, &x, n, h, w, &mut y, None, false);
+        // Adjoint: <conv(x) - bias, g> = <x, conv^T g>.
         let mut gx = vec![0.0f32; n * cin * h * w];
-        conv.backward_input(&g, n, h, w, &mut gx, false);
+        conv.backward_input(&ctx, &g, n, h, w, &mut gx, false);
         let mut yb = y.clone();
         for i in 0..n {
             for co in 0..cout {
@@ -97,22 +107,24 @@ fn every_conv_path_matches_the_naive_convolution() {
         let mut lean = Conv2d::new(wt.clone(), Some(b.clone()), cin, cout, k, s, p);
         lean.set_cache_transposed(false);
         let (mut y2, mut gx2) = (vec![0.0f32; y.len()], vec![0.0f32; gx.len()]);
-        lean.forward(&x, n, h, w, &mut y2, None, false);
-        lean.backward_input(&g, n, h, w, &mut gx2, false);
+        lean.forward(&ctx, &x, n, h, w, &mut y2, None, false);
+        lean.backward_input(&ctx, &g, n, h, w, &mut gx2, false);
         assert!(y2 == y && gx2 == gx, "case {t}: per-call weights differ from cached ones");
         // bf16 products with f32 sums stay within bf16's precision of the exact result.
         if Isa::Avx512Bf16.available() {
+            let bf = ctx.precision(Precision::Bf16);
+            lean.set_cache_bf16(false);
             for conv in [&conv, &lean] {
-                conv.forward_p(&x, n, h, w, &mut y2, None, false, Precision::Bf16);
+                conv.forward(&bf, &x, n, h, w, &mut y2, None, false);
                 let e = y2.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
                 assert!(e < 2e-2, "case {t} bf16: {e:.2e}");
             }
-            // A lean layer set to keep its bf16 weights gives the same bits, holds them, and drops
-            // them when told to stop.
+            // A lean layer keeping its bf16 weights (the default) gives the same bits as one making
+            // them per call, holds them, and drops them when told to stop.
             let bf16_pass = |c: &Conv2d| {
                 let (mut yb, mut gb) = (vec![0.0f32; y.len()], vec![0.0f32; gx.len()]);
-                c.forward_p(&x, n, h, w, &mut yb, None, false, Precision::Bf16);
-                c.backward_input_p(&g, n, h, w, &mut gb, false, Precision::Bf16);
+                c.forward(&bf, &x, n, h, w, &mut yb, None, false);
+                c.backward_input(&bf, &g, n, h, w, &mut gb, false);
                 (yb, gb)
             };
             let (per_call, bytes) = (bf16_pass(&lean), lean.weight_bytes());

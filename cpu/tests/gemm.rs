@@ -119,7 +119,7 @@ fn results_do_not_depend_on_thread_count() {
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut c = vec![0.0; m * n];
-        pool.install(|| diffinv_cpu::gemm::gemm(&pa, &pb, &mut c, n, Epilogue::default()));
+        pool.install(|| diffinv_cpu::gemm::gemm_with(Isa::best(), &pa, &pb, &mut c, n, Epilogue::default()));
         c
     };
     let one = run(1);

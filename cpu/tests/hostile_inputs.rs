@@ -2,9 +2,9 @@
 //! config JSON and images must return an error, never panic, and never allocate much more than
 //! the input can justify (checked by a counting allocator).
 
-use diffinv_cpu::checkpoint::{unpickle, Checkpoint};
 use diffinv_cpu::image_io::decode_bytes;
-use diffinv_cpu::unet::UNetConfig;
+use diffinv_model::checkpoint::{unpickle, Checkpoint};
+use diffinv_model::UNetConfig;
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,22 +1,21 @@
 //! [`diffinv_core::Backend`] on the GPU: the core's sampler loops drive the GPU UNet and the
-//! element-wise steps of `diffinv_core::{diffusion, update}` as CUDA kernels. Noise is drawn
-//! on the host from the same counter-based streams as the CPU backend, so both backends see the
-//! same numbers.
+//! element-wise steps of `diffinv_core::{diffusion, update}` as CUDA kernels, with the
+//! coefficients those modules compute. Noise is drawn on the host from the same counter-based
+//! streams as the CPU backend (`diffinv_model::noise`), so both backends see the same numbers.
 
 use crate::device::{Arg::*, Gpu};
 use crate::error::{Error, Result};
 use crate::tensor::{same, GpuTensor};
 use crate::unet::{GpuTape, GpuUNet};
-use diffinv_core::update::ddim_sigma;
+use diffinv_core::diffusion::{eps_from_x0_coefs, fixed_sigma, learned_range_bounds, q_sample_coefs};
+use diffinv_core::update::{DdimCoefs, DiffpirCoefs};
 use diffinv_core::{Backend, NoiseStream, Shape, StepCoefs, VarianceKind};
 
-/// The GPU backend: a device, an optional model, and the tape between `model_for_grad` and
-/// `model_vjp`.
+/// The GPU backend: a device and an optional model.
 pub struct CudaBackend<'g> {
     gpu: &'g Gpu,
     model: Option<&'g GpuUNet>,
     variance: VarianceKind,
-    tape: Option<GpuTape>,
     /// Network evaluations so far.
     pub nfe: usize,
 }
@@ -29,12 +28,12 @@ const NONE: Term = (0, 0, 0.0);
 impl<'g> CudaBackend<'g> {
     /// A backend that runs `model` with the reverse-process variance `variance`.
     pub fn new(gpu: &'g Gpu, model: &'g GpuUNet, variance: VarianceKind) -> Self {
-        CudaBackend { gpu, model: Some(model), variance, tape: None, nfe: 0 }
+        CudaBackend { gpu, model: Some(model), variance, nfe: 0 }
     }
 
     /// A backend without a model (operators only).
     pub fn without_model(gpu: &'g Gpu) -> Self {
-        CudaBackend { gpu, model: None, variance: VarianceKind::FixedSmall, tape: None, nfe: 0 }
+        CudaBackend { gpu, model: None, variance: VarianceKind::FixedSmall, nfe: 0 }
     }
 
     /// The device.
@@ -43,7 +42,7 @@ impl<'g> CudaBackend<'g> {
     }
 
     fn unet(&self) -> Result<&'g GpuUNet> {
-        self.model.ok_or_else(|| Error::Shape("this backend has no model".into()))
+        self.model.ok_or_else(|| Error::Unavailable("this backend was made without a model".into()))
     }
 
     /// `out[i] = a x[i] + b y[i] + c z[i]` over `n` images of `len` floats (each operand with
@@ -91,6 +90,15 @@ impl<'g> CudaBackend<'g> {
     }
 }
 
+/// Checks that `model_out` holds `k` times `x`'s channels (eps, and the variance's `v`) per image.
+fn model_out_fits(x: &GpuTensor, model_out: &GpuTensor, k: usize) -> Result<()> {
+    let (s, m) = (x.shape, model_out.shape);
+    if m[0] != s[0] || m[2] != s[2] || m[3] != s[3] || m[1] < k * s[1] {
+        return Err(Error::shape("model output", &m, format!("needs {k} x the channels of the images {s:?}")));
+    }
+    Ok(())
+}
+
 fn opt(z: Option<&GpuTensor>, c: f64) -> Option<(&GpuTensor, f64)> {
     z.map(|z| (z, c))
 }
@@ -98,6 +106,7 @@ fn opt(z: Option<&GpuTensor>, c: f64) -> Option<(&GpuTensor, f64)> {
 impl Backend for CudaBackend<'_> {
     type Tensor = GpuTensor;
     type Error = Error;
+    type Tape = GpuTape;
 
     fn shape(&self, x: &GpuTensor) -> Shape {
         x.shape
@@ -122,43 +131,28 @@ impl Backend for CudaBackend<'_> {
 
     fn model(&mut self, x: &GpuTensor, t: usize, out: &mut GpuTensor) -> Result<()> {
         let ts = vec![t as f32; x.shape[0]];
-        *out = self.unet()?.forward(self.gpu, x, &ts)?;
+        self.unet()?.forward_into(self.gpu, x, &ts, out)?;
         self.nfe += 1;
         Ok(())
     }
 
-    fn model_for_grad(&mut self, x: &GpuTensor, t: usize, out: &mut GpuTensor) -> Result<()> {
+    fn model_for_grad(&mut self, x: &GpuTensor, t: usize, out: &mut GpuTensor) -> Result<GpuTape> {
         let ts = vec![t as f32; x.shape[0]];
-        let (o, tape) = self.unet()?.forward_with_tape(self.gpu, x, &ts)?;
-        *out = o;
-        self.tape = Some(tape);
+        let tape = self.unet()?.forward_for_grad(self.gpu, x, &ts, out)?;
         self.nfe += 1;
-        Ok(())
+        Ok(tape)
     }
 
-    fn model_vjp(&mut self, cotangent: &GpuTensor, grad_x: &mut GpuTensor) -> Result<()> {
-        let tape = self.tape.take().ok_or_else(|| Error::Shape("model_vjp without model_for_grad".into()))?;
-        *grad_x = self.unet()?.vjp(self.gpu, tape, cotangent)?;
-        Ok(())
+    fn model_vjp(&mut self, tape: GpuTape, cotangent: &GpuTensor, grad_x: &mut GpuTensor) -> Result<()> {
+        self.unet()?.vjp_into(self.gpu, tape, cotangent, grad_x)
     }
 
     fn randn(&mut self, rngs: &mut [NoiseStream], out: &mut GpuTensor) -> Result<()> {
         if rngs.len() != out.shape[0] {
-            return Err(Error::Shape(format!("{} noise streams for a batch of {}", rngs.len(), out.shape[0])));
+            return Err(Error::shape("noise", &out.shape, format!("{} noise streams for this batch", rngs.len())));
         }
-        use rayon::prelude::*;
-        let l = out.image_len();
         let mut host = vec![0.0f32; out.len()];
-        // Counter-based streams: element j of image i is draw start_i + j, whatever the split
-        // (so the CPU backend's numbers, in parallel).
-        for (rng, img) in rngs.iter_mut().zip(host.chunks_mut(l)) {
-            let (r, start) = (*rng, rng.reserve(l));
-            img.par_chunks_mut(1 << 14).enumerate().for_each(|(c, o)| {
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = r.normal_at(start + ((c << 14) + j) as u64) as f32;
-                }
-            });
-        }
+        diffinv_model::noise::randn_images(rngs, &mut host);
         self.gpu.stream().memcpy_htod(&host, &mut out.buf.0)?;
         Ok(())
     }
@@ -166,7 +160,8 @@ impl Backend for CudaBackend<'_> {
     fn q_sample(&mut self, x0: &GpuTensor, noise: &GpuTensor, abar: f64, out: &mut GpuTensor) -> Result<()> {
         same(x0, noise, "q_sample")?;
         same(x0, out, "q_sample")?;
-        self.lin(out, [Some((x0, abar.sqrt())), Some((noise, (1.0 - abar).sqrt())), None])
+        let (a, s) = q_sample_coefs(abar);
+        self.lin(out, [Some((x0, a)), Some((noise, s)), None])
     }
 
     fn predict_x0(
@@ -178,6 +173,7 @@ impl Backend for CudaBackend<'_> {
         out: &mut GpuTensor,
     ) -> Result<()> {
         same(x_t, out, "predict_x0")?;
+        model_out_fits(x_t, model_out, 1)?;
         let l = x_t.image_len();
         let x = (x_t.p(), l, c.sqrt_recip_abar());
         let e = (model_out.p(), model_out.image_len(), -c.sqrt_recipm1_abar());
@@ -186,8 +182,9 @@ impl Backend for CudaBackend<'_> {
 
     fn eps_from_x0(&mut self, x_t: &GpuTensor, x0: &GpuTensor, c: &StepCoefs, out: &mut GpuTensor) -> Result<()> {
         same(x_t, x0, "eps_from_x0")?;
-        let inv_b = 1.0 / c.sqrt_recipm1_abar();
-        self.lin(out, [Some((x_t, c.sqrt_recip_abar() * inv_b)), Some((x0, -inv_b)), None])
+        same(x_t, out, "eps_from_x0")?;
+        let (a, b) = eps_from_x0_coefs(c);
+        self.lin(out, [Some((x_t, a)), Some((x0, b)), None])
     }
 
     fn posterior_sample(
@@ -202,11 +199,16 @@ impl Backend for CudaBackend<'_> {
     ) -> Result<()> {
         same(x0, x_t, "posterior_sample")?;
         same(x0, out, "posterior_sample")?;
+        if let Some(z) = z {
+            same(x0, z, "posterior_sample noise")?;
+        }
+        model_out_fits(x0, model_out, if kind == VarianceKind::LearnedRange { 2 } else { 1 })?;
         if kind != VarianceKind::LearnedRange {
-            let s = (0.5 * c.fixed_log_variance(kind)).exp();
+            let s = fixed_sigma(c.fixed_log_variance(kind));
             return self.lin(out, [Some((x0, c.coef1)), Some((x_t, c.coef2)), opt(z, s)]);
         }
         let l = x0.image_len();
+        let (max_log, min_log) = learned_range_bounds(c);
         let args = [
             P(out.p()),
             P(x0.p()),
@@ -216,8 +218,8 @@ impl Backend for CudaBackend<'_> {
             P(z.map_or(0, GpuTensor::p)),
             F(c.coef1 as f32),
             F(c.coef2 as f32),
-            F(c.beta.ln() as f32),
-            F(c.posterior_log_variance_clipped as f32),
+            F(max_log as f32),
+            F(min_log as f32),
             I(l as i32),
         ];
         self.gpu.launch_planes("posterior_learned", l, x0.shape[0], 1, &args)
@@ -234,10 +236,10 @@ impl Backend for CudaBackend<'_> {
         out: &mut GpuTensor,
     ) -> Result<()> {
         same(x0, eps, "ddim_step")?;
-        let s = ddim_sigma(abar, abar_prev, eta);
-        let b = (1.0 - abar_prev - s * s).max(0.0).sqrt();
-        let z = if s > 0.0 { opt(z, s) } else { None };
-        self.lin(out, [Some((x0, abar_prev.sqrt())), Some((eps, b)), z])
+        same(x0, out, "ddim_step")?;
+        let k = DdimCoefs::new(abar, abar_prev, eta);
+        let z = if k.z > 0.0 { opt(z, k.z) } else { None };
+        self.lin(out, [Some((x0, k.x0)), Some((eps, k.eps)), z])
     }
 
     fn diffpir_step(
@@ -251,12 +253,9 @@ impl Backend for CudaBackend<'_> {
         out: &mut GpuTensor,
     ) -> Result<()> {
         same(x0, x_t, "diffpir_step")?;
-        // eps = ex x_t + e0 x0;  out = a x0 + b eps + c z
-        let inv = 1.0 / (1.0 - abar).sqrt();
-        let (ex, e0) = (inv, -abar.sqrt() * inv);
-        let s = (1.0 - abar_prev).sqrt();
-        let (b, c) = (s * (1.0 - zeta).sqrt(), s * zeta.sqrt());
-        self.lin(out, [Some((x0, abar_prev.sqrt() + b * e0)), Some((x_t, b * ex)), opt(z, c)])
+        same(x0, out, "diffpir_step")?;
+        let (a, b, c) = DiffpirCoefs::new(abar, abar_prev, zeta).linear();
+        self.lin(out, [Some((x0, a)), Some((x_t, b)), opt(z, c)])
     }
 
     fn axpby(&mut self, a: f64, x: &GpuTensor, b: f64, y: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
@@ -272,9 +271,10 @@ impl Backend for CudaBackend<'_> {
 
     fn mask_blend(&mut self, x: &GpuTensor, y_t: &GpuTensor, mask: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
         same(x, y_t, "mask_blend")?;
+        same(x, out, "mask_blend")?;
         let l = x.image_len();
         if mask.image_len() != l || (mask.shape[0] != 1 && mask.shape[0] != x.shape[0]) {
-            return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", mask.shape, x.shape)));
+            return Err(Error::shape("mask", &mask.shape, format!("does not fit images {:?}", x.shape)));
         }
         let sm = if mask.shape[0] == 1 { 0 } else { l };
         let args = [P(out.p()), P(x.p()), P(y_t.p()), P(mask.p()), L(sm as i64), I(l as i32)];
@@ -292,6 +292,9 @@ impl Backend for CudaBackend<'_> {
 
     fn norms(&mut self, x: &GpuTensor, out: &mut [f64]) -> Result<()> {
         let n = x.shape[0];
+        if out.len() != n {
+            return Err(Error::shape("norms", &x.shape, format!("{} outputs for this batch", out.len())));
+        }
         let st = self.gpu.stream();
         let s = st.alloc_zeros::<f64>(n)?;
         let sp = {
@@ -307,6 +310,9 @@ impl Backend for CudaBackend<'_> {
     }
 
     fn scale_images(&mut self, x: &mut GpuTensor, s: &[f64]) -> Result<()> {
+        if s.len() != x.shape[0] {
+            return Err(Error::shape("scale_images", &x.shape, format!("{} scales for this batch", s.len())));
+        }
         let sf: Vec<f32> = s.iter().map(|&v| v as f32).collect();
         let sd = self.gpu.upload(&sf)?;
         let args = [P(x.p()), P(sd.p()), L(x.image_len() as i64), L(x.len() as i64)];
@@ -315,8 +321,9 @@ impl Backend for CudaBackend<'_> {
 
     fn embed_channels(&mut self, g: &GpuTensor, scale: f64, out: &mut GpuTensor) -> Result<()> {
         let l = g.image_len();
-        if out.shape[0] != g.shape[0] || out.image_len() < l || out.shape[2] != g.shape[2] {
-            return Err(Error::Shape(format!("cannot embed {:?} into {:?}", g.shape, out.shape)));
+        if out.shape[0] != g.shape[0] || out.image_len() < l || out.shape[2] != g.shape[2] || out.shape[3] != g.shape[3]
+        {
+            return Err(Error::shape("embed_channels", &g.shape, format!("does not fit {:?}", out.shape)));
         }
         self.gpu.stream().memset_zeros(&mut out.buf.0)?;
         self.lin3((out.p(), out.image_len()), (g.p(), l, scale), NONE, NONE, l, g.shape[0], false)

@@ -1,5 +1,5 @@
 //! Convolutions through cuDNN (its heuristics' first deterministic algorithm; FMA-only ones for
-//! strict f32), chosen with DIFFINV_CUDNN=1 where libcudnn loads. Off by default: measured on an
+//! strict f32), chosen with [`crate::GpuOptions::cudnn`] where libcudnn loads. Off by default: measured on an
 //! H200 (FFHQ-256, batch 1), im2col + cuBLAS is faster in f32 (forward 15.0 vs 17.6 ms, forward
 //! and input gradient 33.2 vs 39.8 ms) and equal in TF32 (8.6 vs 8.4 ms forward). One plan
 //! (descriptors and algorithms) per convolution shape, made on first use.
@@ -7,6 +7,7 @@
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use cudarc::cudnn::{result as dr, sys as ds};
+use diffinv_model::ConvGeom;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -15,13 +16,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct ConvKey {
     pub n: usize,
-    pub cin: usize,
     pub h: usize,
     pub w: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
+    pub geom: ConvGeom,
     pub tf32: bool,
 }
 
@@ -76,7 +73,7 @@ impl Drop for Dnn {
 }
 
 fn err(what: &str) -> impl Fn(dr::CudnnError) -> Error + '_ {
-    move |e| Error::Blas(format!("cuDNN {what}: {e:?}"))
+    move |e| Error::Dnn(format!("{what}: {e:?}"))
 }
 
 fn i(v: usize) -> i32 {
@@ -84,16 +81,19 @@ fn i(v: usize) -> i32 {
 }
 
 impl Dnn {
-    /// cuDNN on `stream` when DIFFINV_CUDNN=1 and the library loads, else None.
-    pub fn new(stream: &cudarc::driver::CudaStream) -> Result<Option<Dnn>> {
+    /// cuDNN on `stream`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when libcudnn does not load, [`Error::Dnn`] when it fails.
+    pub fn new(stream: &cudarc::driver::CudaStream) -> Result<Dnn> {
         // SAFETY: only tries to open the shared library.
-        if std::env::var_os("DIFFINV_CUDNN").is_none_or(|v| v != "1") || !unsafe { ds::is_culib_present() } {
-            return Ok(None);
+        if !unsafe { ds::is_culib_present() } {
+            return Err(Error::Unavailable("cannot load libcudnn (put cuDNN 9 on LD_LIBRARY_PATH)".into()));
         }
         let handle = dr::create_handle().map_err(err("handle"))?;
         // SAFETY: a fresh handle and the backend's live stream.
         unsafe { dr::set_stream(handle, stream.cu_stream() as _).map_err(err("stream"))? };
-        Ok(Some(Dnn { handle, plans: Mutex::new(HashMap::new()), version: dr::get_version() }))
+        Ok(Dnn { handle, plans: Mutex::new(HashMap::new()), version: dr::get_version() })
     }
 
     /// cuDNN's version, e.g. 91300.
@@ -105,8 +105,8 @@ impl Dnn {
         if let Some(p) = self.plans.lock().expect("plans").get(&key) {
             return Ok(p.clone());
         }
-        let oh = (key.h + 2 * key.pad - key.k) / key.stride + 1;
-        let ow = (key.w + 2 * key.pad - key.k) / key.stride + 1;
+        let (oh, ow) = key.geom.out_hw(key.h, key.w);
+        let ConvGeom { cin, cout, k, stride, pad } = key.geom;
         let f32t = ds::cudnnDataType_t::CUDNN_DATA_FLOAT;
         let nchw = ds::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
         // SAFETY: descriptors are created here and owned by the plan.
@@ -125,15 +125,14 @@ impl Dnn {
                 fwd: (ds::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, 0),
                 bwd: (ds::cudnnConvolutionBwdDataAlgo_t::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, 0),
             };
-            dr::set_tensor4d_descriptor(x, nchw, f32t, [i(key.n), i(key.cin), i(key.h), i(key.w)]).map_err(err("x"))?;
-            dr::set_tensor4d_descriptor(y, nchw, f32t, [i(key.n), i(key.cout), i(oh), i(ow)]).map_err(err("y"))?;
-            dr::set_filter4d_descriptor(w, f32t, nchw, [i(key.cout), i(key.cin), i(key.k), i(key.k)])
-                .map_err(err("w"))?;
+            dr::set_tensor4d_descriptor(x, nchw, f32t, [i(key.n), i(cin), i(key.h), i(key.w)]).map_err(err("x"))?;
+            dr::set_tensor4d_descriptor(y, nchw, f32t, [i(key.n), i(cout), i(oh), i(ow)]).map_err(err("y"))?;
+            dr::set_filter4d_descriptor(w, f32t, nchw, [i(cout), i(cin), i(k), i(k)]).map_err(err("w"))?;
             // Strict f32 takes FMA algorithms only; tf32 lets cuDNN use tensor cores.
             let math =
                 if key.tf32 { ds::cudnnMathType_t::CUDNN_TENSOR_OP_MATH } else { ds::cudnnMathType_t::CUDNN_FMA_MATH };
             for c in [conv_fwd, conv_bwd] {
-                let (p, s) = (i(key.pad), i(key.stride));
+                let (p, s) = (i(pad), i(stride));
                 let cc = ds::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
                 dr::set_convolution2d_descriptor(c, p, p, s, s, 1, 1, cc, f32t).map_err(err("conv"))?;
                 dr::set_convolution_math_type(c, math).map_err(err("math type"))?;
@@ -148,7 +147,7 @@ impl Dnn {
             let f = fwd[..count.max(0) as usize]
                 .iter()
                 .find(|p| p.status == ds::cudnnStatus_t::CUDNN_STATUS_SUCCESS && ok(p.mathType) && p.determinism == det)
-                .ok_or_else(|| Error::Blas(format!("cuDNN has no forward algorithm for {key:?}")))?;
+                .ok_or_else(|| Error::Dnn(format!("no deterministic forward algorithm for {key:?}")))?;
             dr::set_convolution_math_type(conv_fwd, f.mathType).map_err(err("math type"))?;
             plan.fwd = (f.algo, f.memory);
             let mut bwd = [std::mem::zeroed::<ds::cudnnConvolutionBwdDataAlgoPerf_t>(); 8];
@@ -166,7 +165,7 @@ impl Dnn {
             let b = bwd[..count.max(0) as usize]
                 .iter()
                 .find(|p| p.status == ds::cudnnStatus_t::CUDNN_STATUS_SUCCESS && ok(p.mathType) && p.determinism == det)
-                .ok_or_else(|| Error::Blas(format!("cuDNN has no backward-data algorithm for {key:?}")))?;
+                .ok_or_else(|| Error::Dnn(format!("no deterministic backward-data algorithm for {key:?}")))?;
             dr::set_convolution_math_type(conv_bwd, b.mathType).map_err(err("math type"))?;
             plan.bwd = (b.algo, b.memory);
             plan

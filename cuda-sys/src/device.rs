@@ -101,10 +101,22 @@ pub fn compile_kernels() -> Result<usize> {
     Ok(ptx.to_src().len())
 }
 
+/// How a GPU computes, chosen when it is opened (the library reads no environment variables).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Let cuBLAS and cuDNN use TF32 tensor cores (PyTorch's default for convolutions; about
+    /// 1e-3 relative error per layer). Off: strict f32.
+    pub tf32: bool,
+    /// Run the convolutions through cuDNN instead of im2col + cuBLAS (needs libcudnn; measured
+    /// slower in f32 on an H200, equal in TF32).
+    pub cudnn: bool,
+    /// Time every kernel on the GPU ([`Gpu::take_profile`]); each call then waits for the GPU.
+    pub profile: bool,
+}
+
 /// A CUDA device with its stream, cuBLAS handle and kernels.
 pub struct Gpu {
-    /// cuDNN for the convolutions when chosen (DIFFINV_CUDNN=1; dropped first: it needs the
-    /// context).
+    /// cuDNN for the convolutions when chosen (dropped first: it needs the context).
     dnn: Option<crate::cudnn::Dnn>,
     tf32: bool,
     ctx: Arc<CudaContext>,
@@ -112,14 +124,18 @@ pub struct Gpu {
     blas: CudaBlas,
     kernels: HashMap<&'static str, CudaFunction>,
     name: String,
-    /// GPU milliseconds and calls per kernel name, when DIFFINV_GPU_PROFILE is set.
+    /// GPU milliseconds and calls per kernel name, when profiling.
     profile: Option<std::sync::Mutex<HashMap<&'static str, (f64, usize)>>>,
 }
 
 impl Gpu {
-    /// Opens device `ordinal`: checks the driver, cuBLAS and NVRTC libraries are there (a clear
-    /// error instead of cudarc's panic when one is missing), compiles the kernels.
-    pub fn new(ordinal: usize) -> Result<Gpu> {
+    /// Opens device `ordinal` with `opts`: checks the driver, cuBLAS and NVRTC libraries are
+    /// there (a clear error instead of cudarc's panic when one is missing), compiles the kernels.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] without a driver, a library or the device; driver, cuBLAS, cuDNN
+    /// or compilation failures.
+    pub fn new(ordinal: usize, opts: GpuOptions) -> Result<Gpu> {
         // SAFETY: each call only tries to open a shared library.
         let (drv, blas, rtc) = unsafe {
             (
@@ -156,9 +172,11 @@ impl Gpu {
             kernels.insert(k, module.load_function(k)?);
         }
         let name = ctx.name()?;
-        let profile = std::env::var_os("DIFFINV_GPU_PROFILE").map(|_| Default::default());
-        let dnn = crate::cudnn::Dnn::new(&stream)?;
-        Ok(Gpu { dnn, tf32: false, ctx, stream, blas, kernels, name, profile })
+        let profile = opts.profile.then(Default::default);
+        let dnn = if opts.cudnn { Some(crate::cudnn::Dnn::new(&stream)?) } else { None };
+        let mut gpu = Gpu { dnn, tf32: false, ctx, stream, blas, kernels, name, profile };
+        gpu.set_tf32(opts.tf32)?;
+        Ok(gpu)
     }
 
     /// The device's name.
@@ -184,7 +202,7 @@ impl Gpu {
 
     /// Lets cuBLAS use TF32 tensor cores for f32 GEMMs (PyTorch's default for convolutions);
     /// off by default.
-    pub fn set_tf32(&mut self, on: bool) -> Result<()> {
+    fn set_tf32(&mut self, on: bool) -> Result<()> {
         let mode = if on {
             blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
         } else {
@@ -276,7 +294,7 @@ impl Gpu {
     }
 
     /// The profile so far (kernel, GPU ms, calls), largest first, and clears it; empty unless
-    /// DIFFINV_GPU_PROFILE is set.
+    /// the GPU was opened with [`GpuOptions::profile`].
     pub fn take_profile(&self) -> Vec<(&'static str, f64, usize)> {
         let Some(p) = &self.profile else { return Vec::new() };
         let mut v: Vec<_> = p.lock().expect("profile lock").drain().map(|(k, (ms, n))| (k, ms, n)).collect();
@@ -318,9 +336,11 @@ impl Gpu {
     /// in the grid's second and third dimensions (channels, images).
     pub(crate) fn launch_planes(&self, name: &str, x: usize, y: usize, z: usize, args: &[Arg]) -> Result<()> {
         if x * y * z >= 1 << 31 || y >= 1 << 16 || z >= 1 << 16 {
-            return Err(Error::Shape(format!(
-                "{name}: {x} x {y} x {z} elements is beyond the kernels' 32-bit indexing; use a smaller batch"
-            )));
+            return Err(Error::shape(
+                format!("{name} launch"),
+                &[z, y, x],
+                "is beyond the kernels' 32-bit indexing; use a smaller batch",
+            ));
         }
         // Four elements per thread: a block per 256 would launch ~300K tiny blocks for one
         // 256 px im2col.

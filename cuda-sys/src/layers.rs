@@ -1,50 +1,32 @@
-//! The UNet's layers on the GPU: convolution (im2col + cuBLAS), GroupNorm fused with the
-//! modulation and SiLU, self-attention, and their input gradients. Each mirrors the CPU layer of
-//! the same name in diffinv-cpu, whose weights it uploads.
+//! The UNet's layers on the GPU: convolution (im2col + cuBLAS, or cuDNN), GroupNorm fused with
+//! the modulation and SiLU, self-attention, and their input gradients, each built from the
+//! model description's weights.
 
 use crate::cudnn::ConvKey;
 use crate::device::{Arg::*, DBuf, Gpu};
 use crate::error::Result;
-use diffinv_cpu::nn::{AttentionBlock, AttentionOrder, Conv2d, GroupNorm};
+use diffinv_model::desc::{Desc, NormDesc};
+use diffinv_model::graph::{Attn, Conv};
+use diffinv_model::{AttentionOrder, ConvGeom};
 
 /// Floats per block of the GroupNorm reductions.
 const GN_CHUNK: usize = 8192;
 
 /// A convolution with OIHW weights.
-pub(crate) struct GConv {
+pub struct GConv {
     w: DBuf,
     b: DBuf,
-    pub cin: usize,
-    pub cout: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
+    geom: ConvGeom,
 }
 
 impl GConv {
-    pub fn new(g: &Gpu, c: &Conv2d) -> Result<Self> {
-        Ok(GConv {
-            w: g.upload(&c.weight())?,
-            b: g.upload(c.bias())?,
-            cin: c.cin,
-            cout: c.cout,
-            k: c.k,
-            stride: c.stride,
-            pad: c.pad,
-        })
-    }
-
-    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
-    }
-
-    fn pointwise(&self) -> bool {
-        self.k == 1 && self.stride == 1 && self.pad == 0
+    /// Uploads a described convolution's weights.
+    pub fn new(g: &Gpu, c: &Conv<Desc>) -> Result<Self> {
+        Ok(GConv { w: g.upload(&c.layer.weight)?, b: g.upload(&c.layer.bias)?, geom: c.geom })
     }
 
     fn key(&self, g: &Gpu, n: usize, h: usize, w: usize) -> ConvKey {
-        let (cin, cout, k, stride, pad) = (self.cin, self.cout, self.k, self.stride, self.pad);
-        ConvKey { n, cin, h, w, cout, k, stride, pad, tf32: g.tf32() }
+        ConvKey { n, h, w, geom: self.geom, tf32: g.tf32() }
     }
 
     /// `out = conv(x) + bias (+ res) (+ out when accumulate)` for `n` images of `h x w`:
@@ -62,41 +44,27 @@ impl GConv {
         res: Option<&DBuf>,
         accumulate: bool,
     ) -> Result<()> {
-        let (oh, ow) = self.out_hw(h, w);
-        let (l, kk) = (oh * ow, self.cin * self.k * self.k);
-        let args = [
-            P(out.p()),
-            P(self.b.p()),
-            P(res.map_or(0, DBuf::p)),
-            I(self.cout as i32),
-            I(l as i32),
-            I(accumulate as i32),
-        ];
-        g.launch_planes("bias_init", l, self.cout, n, &args)?;
-        if let (false, Some(d)) = (self.pointwise(), g.dnn()) {
+        let ConvGeom { cin, cout, k, stride, pad } = self.geom;
+        let (oh, ow) = self.geom.out_hw(h, w);
+        let (l, kk) = (oh * ow, cin * k * k);
+        let args =
+            [P(out.p()), P(self.b.p()), P(res.map_or(0, DBuf::p)), I(cout as i32), I(l as i32), I(accumulate as i32)];
+        g.launch_planes("bias_init", l, cout, n, &args)?;
+        if let (false, Some(d)) = (self.geom.is_pointwise(), g.dnn()) {
             let key = self.key(g, n, h, w);
             return g.timed("cudnn_forward", || d.forward(g, key, x.p(), self.w.p(), out.p(), 1.0));
         }
         let col;
-        let src = if self.pointwise() {
+        let src = if self.geom.is_pointwise() {
             x.p()
         } else {
             col = g.alloc(n * kk * l)?;
-            let args = [P(x.p()), P(col.p()), I(self.cin as i32), I(h as i32), I(w as i32)];
-            let geo = [I(self.k as i32), I(self.stride as i32), I(self.pad as i32), I(oh as i32), I(ow as i32)];
+            let args = [P(x.p()), P(col.p()), I(cin as i32), I(h as i32), I(w as i32)];
+            let geo = [I(k as i32), I(stride as i32), I(pad as i32), I(oh as i32), I(ow as i32)];
             g.launch_planes("im2col", l, kk, n, &[&args[..], &geo[..]].concat())?;
             col.p()
         };
-        g.gemm(
-            false,
-            false,
-            (l, self.cout, kk),
-            (src, l, kk * l),
-            (self.w.p(), kk, 0),
-            1.0,
-            (out.p(), l, self.cout * l),
-            n,
-        )
+        g.gemm(false, false, (l, cout, kk), (src, l, kk * l), (self.w.p(), kk, 0), 1.0, (out.p(), l, cout * l), n)
     }
 
     /// `gx (+)= conv^T(gy)` for inputs of `h x w`: `dcol^T = gy^T W` per image, then col2im.
@@ -111,36 +79,39 @@ impl GConv {
         gx: &DBuf,
         accumulate: bool,
     ) -> Result<()> {
-        let (oh, ow) = self.out_hw(h, w);
-        let (l, kk) = (oh * ow, self.cin * self.k * self.k);
-        let a = (gy.p(), l, self.cout * l);
+        let ConvGeom { cin, cout, k, stride, pad } = self.geom;
+        let (oh, ow) = self.geom.out_hw(h, w);
+        let (l, kk) = (oh * ow, cin * k * k);
+        let a = (gy.p(), l, cout * l);
         let b = (self.w.p(), kk, 0);
         let beta = if accumulate { 1.0 } else { 0.0 };
-        if self.pointwise() {
-            return g.gemm(false, true, (l, kk, self.cout), a, b, beta, (gx.p(), l, kk * l), n);
+        if self.geom.is_pointwise() {
+            return g.gemm(false, true, (l, kk, cout), a, b, beta, (gx.p(), l, kk * l), n);
         }
         if let Some(d) = g.dnn() {
             let key = self.key(g, n, h, w);
             return g.timed("cudnn_backward_data", || d.backward_data(g, key, gy.p(), self.w.p(), gx.p(), beta));
         }
         let dcol = g.alloc(n * kk * l)?;
-        g.gemm(false, true, (l, kk, self.cout), a, b, 0.0, (dcol.p(), l, kk * l), n)?;
-        let args = [P(dcol.p()), P(gx.p()), I(self.cin as i32), I(h as i32), I(w as i32), I(self.k as i32)];
-        let geo = [I(self.stride as i32), I(self.pad as i32), I(oh as i32), I(ow as i32), I(accumulate as i32)];
-        g.launch_planes("col2im", h * w, self.cin, n, &[&args[..], &geo[..]].concat())
+        g.gemm(false, true, (l, kk, cout), a, b, 0.0, (dcol.p(), l, kk * l), n)?;
+        let args = [P(dcol.p()), P(gx.p()), I(cin as i32), I(h as i32), I(w as i32), I(k as i32)];
+        let geo = [I(stride as i32), I(pad as i32), I(oh as i32), I(ow as i32), I(accumulate as i32)];
+        g.launch_planes("col2im", h * w, cin, n, &[&args[..], &geo[..]].concat())
     }
 }
 
 /// A ResBlock's `(scale, shift)` rows: a pointer into the stacked embedding projections and
 /// its row stride.
 #[derive(Clone, Copy)]
-pub(crate) struct Mod {
+pub struct Mod {
+    /// The device address of image 0's `(scale, shift)` row.
     pub ptr: u64,
+    /// Floats between consecutive images' rows.
     pub stride: usize,
 }
 
 /// GroupNorm with affine parameters.
-pub(crate) struct GNorm {
+pub struct GNorm {
     gamma: DBuf,
     beta: DBuf,
     groups: usize,
@@ -149,12 +120,13 @@ pub(crate) struct GNorm {
 }
 
 impl GNorm {
-    pub fn new(g: &Gpu, n: &GroupNorm) -> Result<Self> {
+    /// Uploads a described norm's parameters.
+    pub fn new(g: &Gpu, n: &NormDesc) -> Result<Self> {
         Ok(GNorm {
-            gamma: g.upload(n.gamma())?,
-            beta: g.upload(n.beta())?,
+            gamma: g.upload(&n.gamma)?,
+            beta: g.upload(&n.beta)?,
             groups: n.groups,
-            c: n.channels,
+            c: n.channels(),
             eps: n.eps,
         })
     }
@@ -232,8 +204,8 @@ impl GNorm {
 }
 
 /// The self-attention block.
-pub(crate) struct GAttn {
-    pub c: usize,
+pub struct GAttn {
+    c: usize,
     heads: usize,
     order: AttentionOrder,
     norm: GNorm,
@@ -250,14 +222,15 @@ struct Heads {
 }
 
 impl GAttn {
-    pub fn new(g: &Gpu, a: &AttentionBlock) -> Result<Self> {
+    /// Uploads a described attention block's parameters.
+    pub fn new(g: &Gpu, a: &Attn<Desc>) -> Result<Self> {
         Ok(GAttn {
             c: a.channels,
             heads: a.heads,
-            order: a.order,
-            norm: GNorm::new(g, &a.norm)?,
-            qkv: GConv::new(g, &a.qkv)?,
-            proj: GConv::new(g, &a.proj)?,
+            order: a.layer.order,
+            norm: GNorm::new(g, &a.layer.norm)?,
+            qkv: GConv::new(g, &a.layer.qkv)?,
+            proj: GConv::new(g, &a.layer.proj)?,
         })
     }
 

@@ -1,36 +1,30 @@
 //! # diffinv-cuda-sys
 //!
-//! The CUDA backend of diffinv, behind the `cuda` feature: the ADM UNet forward pass and its
-//! input gradient (im2col + cuBLAS SGEMM for convolutions, or cuDNN with `DIFFINV_CUDNN=1`;
-//! NVRTC-compiled kernels for the
-//! norms, attention softmax, resampling and the sampler steps), [`diffinv_core::Backend`] so the
-//! core's DPS / Score-ALD / SDEdit / DiffPIR loops run unchanged on the GPU, and the five
-//! tasks' operators.
+//! The CUDA backend of diffinv, behind the `cuda` feature: the ADM UNet's layers built from the
+//! backend-neutral model description (`diffinv-model`) and run by its shared graph walker
+//! (im2col + cuBLAS SGEMM for convolutions, or cuDNN; NVRTC-compiled kernels for the norms,
+//! attention softmax, resampling and the sampler steps), [`diffinv_core::Backend`] so the
+//! core's DPS / Score-ALD / SDEdit / DiffPIR loops run unchanged on the GPU, and the tasks'
+//! operators (masks on the GPU, the rest through a `HostOperator`).
 //!
 //! cudarc loads the CUDA libraries at run time, so the crate builds (and the workspace's tests
 //! pass) on machines without CUDA; `Gpu::new` then returns `Error::Unavailable`. Without the
-//! feature the crate is empty.
+//! feature the crate is empty. Programs use it through the `diffinv` facade
+//! (`Device::Cuda(0)`); directly:
 //!
 //! ```no_run
 //! # #[cfg(feature = "cuda")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use diffinv_cpu::image_io::{load_image, Fit};
-//! use diffinv_cpu::ops::{build, measure, Task, TaskParams};
-//! use diffinv_cpu::solve::{Method, Settings};
-//! use diffinv_cpu::unet::{load_model, ModelSource};
-//! use diffinv_cuda_sys::{Gpu, GpuUNet};
+//! use diffinv_cuda_sys::{Gpu, GpuOptions, GpuTensor, GpuUNet};
+//! use diffinv_model::{RandomWeights, UNetConfig, UNetDesc};
 //!
-//! let model = load_model(&ModelSource::Default, None)?;
-//! let gpu = Gpu::new(0)?;
-//! let net = GpuUNet::new(&gpu, &model.unet)?;
-//! let x = load_image("face.png".as_ref(), Fit::Exact(64))?;
-//! let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 0, 0)?;
-//! let y = measure(&op, &x, 0.05, 0, 0)?;
-//! let settings = Settings::default();
-//! let out = diffinv_cuda_sys::restore(
-//!     &gpu, &net, &model, Method::Dps, Task::InpaintBox, &settings, &op, &y, 0.05, 0, 0, &mut |_, _| true,
-//! )?;
-//! println!("{} network evaluations", out.nfe);
+//! let cfg = UNetConfig::preset("celeba64").unwrap();
+//! let desc = UNetDesc::read(&cfg, &mut RandomWeights::new(0))?;
+//! let gpu = Gpu::new(0, GpuOptions::default())?;
+//! let net = GpuUNet::new(&gpu, &desc)?;
+//! let x = GpuTensor::zeros(&gpu, [1, 3, 64, 64])?;
+//! let eps = net.forward(&gpu, &x, &[500.0])?;
+//! println!("{:?}", eps.shape());
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "cuda"))]
@@ -52,8 +46,6 @@ mod layers;
 #[cfg(feature = "cuda")]
 mod ops;
 #[cfg(feature = "cuda")]
-mod restore;
-#[cfg(feature = "cuda")]
 mod tensor;
 #[cfg(feature = "cuda")]
 mod unet;
@@ -61,14 +53,14 @@ mod unet;
 #[cfg(feature = "cuda")]
 pub use backend::CudaBackend;
 #[cfg(feature = "cuda")]
-pub use device::{compile_kernels, driver_present, DBuf, Gpu};
+pub use device::{compile_kernels, driver_present, DBuf, Gpu, GpuOptions};
 #[cfg(feature = "cuda")]
 pub use error::{Error, Result};
 #[cfg(feature = "cuda")]
-pub use ops::GpuOp;
+pub use layers::{GAttn, GConv, GNorm, Mod};
 #[cfg(feature = "cuda")]
-pub use restore::restore;
+pub use ops::{GpuOp, HostError, HostOperator};
 #[cfg(feature = "cuda")]
 pub use tensor::GpuTensor;
 #[cfg(feature = "cuda")]
-pub use unet::{GpuTape, GpuUNet};
+pub use unet::{GpuBuilder, GpuEmb, GpuLayers, GpuRun, GpuTape, GpuTime, GpuUNet};

@@ -3,7 +3,6 @@
 use crate::device::{DBuf, Gpu};
 use crate::error::{Error, Result};
 use diffinv_core::Shape;
-use diffinv_cpu::Tensor;
 
 /// A batch of images (N, C, H, W) on the GPU.
 pub struct GpuTensor {
@@ -13,19 +12,34 @@ pub struct GpuTensor {
 
 impl GpuTensor {
     /// A zero tensor.
+    ///
+    /// # Errors
+    /// The allocation fails.
     pub fn zeros(gpu: &Gpu, shape: Shape) -> Result<Self> {
         Ok(GpuTensor { buf: gpu.zeros(shape.iter().product())?, shape })
     }
 
-    /// Uploads a host tensor.
-    pub fn upload(gpu: &Gpu, t: &Tensor) -> Result<Self> {
-        Ok(GpuTensor { buf: gpu.upload(t.data())?, shape: t.shape() })
+    /// Uploads `data` (row-major NCHW of `shape`).
+    ///
+    /// # Errors
+    /// `data` does not have the shape's length, or the copy fails.
+    pub fn from_host(gpu: &Gpu, shape: Shape, data: &[f32]) -> Result<Self> {
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape(
+                "upload",
+                &shape,
+                format!("needs {} values, got {}", shape.iter().product::<usize>(), data.len()),
+            ));
+        }
+        Ok(GpuTensor { buf: gpu.upload(data)?, shape })
     }
 
-    /// Downloads to a host tensor.
-    pub fn download(&self, gpu: &Gpu) -> Result<Tensor> {
-        let v = gpu.download(&self.buf, self.len())?;
-        Ok(Tensor::from_vec(self.shape, v)?)
+    /// Downloads the elements (row-major NCHW).
+    ///
+    /// # Errors
+    /// The copy fails.
+    pub fn to_host(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        gpu.download(&self.buf, self.len())
     }
 
     /// The shape.
@@ -58,6 +72,6 @@ pub(crate) fn same(a: &GpuTensor, b: &GpuTensor, what: &str) -> Result<()> {
     if a.shape == b.shape {
         Ok(())
     } else {
-        Err(Error::Shape(format!("{what}: shapes {:?} and {:?} differ", a.shape, b.shape)))
+        Err(Error::shape(what, &a.shape, format!("must match {:?}", b.shape)))
     }
 }

@@ -1,33 +1,23 @@
-//! The ADM UNet on the GPU: built from a loaded CPU [`UNet`] (same structure, weights uploaded
-//! once), its forward pass with an optional tape, and the input gradient (VJP).
+//! The ADM UNet on the GPU: its layers built from the model description (weights uploaded
+//! once), and the primitives the shared walker ([`diffinv_model::walk`]) runs on them.
 
 use crate::device::{Arg::*, DBuf, Gpu};
 use crate::error::{Error, Result};
 use crate::layers::{add_into, GAttn, GConv, GNorm, Mod};
 use crate::tensor::GpuTensor;
-use diffinv_core::Shape;
-use diffinv_cpu::unet::{timestep_embedding, Layer, ResBlock, Resample, UNet};
-use std::rc::Rc;
+use diffinv_model::desc::{Desc, LinearDesc, NormDesc, TimeDesc};
+use diffinv_model::graph::{Attn, Builder, Conv, LayerSet, Resample};
+use diffinv_model::walk::{Modulation, Primitives};
+use diffinv_model::{timestep_embedding, Graph, UNetConfig, UNetDesc};
 
-/// A ResBlock; its embedding projection is a slice of the model's stacked projections.
-struct GRes {
-    cout: usize,
-    resample: Resample,
-    scale_shift: bool,
-    in_norm: GNorm,
-    in_conv: GConv,
-    emb_off: usize,
-    out_norm: GNorm,
-    out_conv: GConv,
-    skip: Option<GConv>,
-}
+/// The GPU backend's layer types.
+pub struct GpuLayers;
 
-enum GLayer {
-    Conv(GConv),
-    Res(Box<GRes>),
-    Attn(Box<GAttn>),
-    Down(Option<GConv>),
-    Up(Option<GConv>),
+impl LayerSet for GpuLayers {
+    type Conv = GConv;
+    type Norm = GNorm;
+    type Attn = GAttn;
+    type Time = GpuTime;
 }
 
 /// A linear layer `y = W x + b`, `W` (out, in).
@@ -39,6 +29,10 @@ struct GLinear {
 }
 
 impl GLinear {
+    fn new(g: &Gpu, d: &LinearDesc) -> Result<Self> {
+        Ok(GLinear { w: g.upload(&d.weight)?, b: g.upload(&d.bias)?, fin: d.fin, fout: d.fout })
+    }
+
     /// `y[i] = W x[i] + b` for `n` rows: `Y_cm = W_cm^T X_cm`.
     fn forward(&self, g: &Gpu, x: &DBuf, n: usize, y: &DBuf) -> Result<()> {
         g.launch_n("bias_rows", n * self.fout, &[P(y.p()), P(self.b.p()), L(n as i64), I(self.fout as i32)])?;
@@ -55,513 +49,352 @@ impl GLinear {
     }
 }
 
-/// The UNet on a GPU.
-pub struct GpuUNet {
+/// The time embedding, and every ResBlock's projection stacked into one layer (one GEMM a call).
+pub struct GpuTime {
     mc: usize,
-    in_channels: usize,
-    out_channels: usize,
-    levels: usize,
     time0: GLinear,
     time2: GLinear,
-    /// Every ResBlock's `emb_layers.1`, stacked: one GEMM per call.
     emb: GLinear,
-    input_blocks: Vec<Vec<GLayer>>,
-    middle: Vec<GLayer>,
-    output_blocks: Vec<Vec<GLayer>>,
-    out_norm: GNorm,
-    out_conv: GConv,
-    gflop_256: f64,
+    /// Where each block's projection starts in a row of `emb`'s output.
+    offsets: Vec<usize>,
 }
 
-/// An activation: `n` images of `c x h x w`.
-#[derive(Clone)]
-struct Act {
-    d: Rc<DBuf>,
-    c: usize,
-    h: usize,
-    w: usize,
+/// A call's embedding: every block's projection, `[n, F]`.
+pub struct GpuEmb {
+    buf: DBuf,
+    stride: usize,
+    offsets: Vec<usize>,
 }
 
-enum Entry {
-    Conv { dims: (usize, usize, usize) },
-    Res { x: Option<Rc<DBuf>>, dims: (usize, usize, usize), h2: DBuf },
-    Attn { x: Rc<DBuf>, qkv: DBuf },
-    Down { dims: (usize, usize, usize) },
-    Up { dims: (usize, usize, usize) },
-    Cat { h: Act, skip: Act },
-    Out { x: Act },
+impl GpuEmb {
+    fn block(&self, b: usize) -> Mod {
+        Mod { ptr: self.buf.at(self.offsets[b]), stride: self.stride }
+    }
+}
+
+/// Uploads a description's layers.
+pub struct GpuBuilder<'g> {
+    gpu: &'g Gpu,
+}
+
+impl Builder<GpuLayers> for GpuBuilder<'_> {
+    type Error = Error;
+
+    fn conv(&mut self, c: &Conv<Desc>) -> Result<GConv> {
+        GConv::new(self.gpu, c)
+    }
+
+    fn norm(&mut self, n: &NormDesc) -> Result<GNorm> {
+        GNorm::new(self.gpu, n)
+    }
+
+    fn attn(&mut self, a: &Attn<Desc>) -> Result<GAttn> {
+        GAttn::new(self.gpu, a)
+    }
+
+    fn time(&mut self, t: &TimeDesc) -> Result<GpuTime> {
+        let (mut w, mut b, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &t.proj {
+            offsets.push(b.len());
+            w.extend_from_slice(&p.weight);
+            b.extend_from_slice(&p.bias);
+        }
+        let g = self.gpu;
+        let fin = t.time2.fout;
+        Ok(GpuTime {
+            mc: t.model_channels,
+            time0: GLinear::new(g, &t.time0)?,
+            time2: GLinear::new(g, &t.time2)?,
+            emb: GLinear { w: g.upload(&w)?, b: g.upload(&b)?, fin, fout: b.len() },
+            offsets,
+        })
+    }
+}
+
+/// The GPU primitives of one call.
+pub struct GpuRun<'g> {
+    gpu: &'g Gpu,
+}
+
+fn modulation(m: Option<Modulation<'_, GpuEmb>>) -> Option<Mod> {
+    m.map(|m| m.emb.block(m.block))
+}
+
+impl Primitives<GpuLayers> for GpuRun<'_> {
+    type Buf = DBuf;
+    type Emb = GpuEmb;
+    type Error = Error;
+
+    fn len(&self, b: &DBuf) -> usize {
+        b.len()
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<DBuf> {
+        self.gpu.alloc(len)
+    }
+
+    fn recycle(&mut self, b: DBuf) {
+        // The stream-ordered pool keeps freed memory for the next allocation.
+        drop(b);
+    }
+
+    fn copy(&mut self, src: &DBuf, dst: &mut DBuf, len: usize) -> Result<()> {
+        self.gpu.copy(src, 0, dst, 0, len)
+    }
+
+    fn add(&mut self, y: &mut DBuf, x: &DBuf, len: usize) -> Result<()> {
+        add_into(self.gpu, y, x, len)
+    }
+
+    fn embed(&mut self, time: &GpuTime, t: &[f32]) -> Result<GpuEmb> {
+        let (g, n) = (self.gpu, t.len());
+        let s = g.upload(&timestep_embedding(t, time.mc))?;
+        let h = g.alloc(n * time.time0.fout)?;
+        time.time0.forward(g, &s, n, &h)?;
+        g.launch_n("silu_inplace", n * time.time0.fout, &[P(h.p()), L((n * time.time0.fout) as i64)])?;
+        let e = g.alloc(n * time.time2.fout)?;
+        time.time2.forward(g, &h, n, &e)?;
+        g.launch_n("silu_inplace", n * time.time2.fout, &[P(e.p()), L((n * time.time2.fout) as i64)])?;
+        let all = g.alloc(n * time.emb.fout)?;
+        time.emb.forward(g, &e, n, &all)?;
+        Ok(GpuEmb { buf: all, stride: time.emb.fout, offsets: time.offsets.clone() })
+    }
+
+    fn conv(
+        &mut self,
+        c: &Conv<GpuLayers>,
+        x: &DBuf,
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut DBuf,
+        residual: Option<&DBuf>,
+        accumulate: bool,
+    ) -> Result<()> {
+        c.layer.forward(self.gpu, x, n, h, w, out, residual, accumulate)
+    }
+
+    fn conv_adjoint(
+        &mut self,
+        c: &Conv<GpuLayers>,
+        gy: &DBuf,
+        n: usize,
+        h: usize,
+        w: usize,
+        gx: &mut DBuf,
+        accumulate: bool,
+    ) -> Result<()> {
+        c.layer.backward_input(self.gpu, gy, n, h, w, gx, accumulate)
+    }
+
+    fn norm(
+        &mut self,
+        norm: &GNorm,
+        x: &DBuf,
+        n: usize,
+        hw: usize,
+        m: Option<Modulation<'_, GpuEmb>>,
+        silu: bool,
+        y: &mut DBuf,
+    ) -> Result<()> {
+        norm.forward(self.gpu, x, n, hw, modulation(m), silu, y)
+    }
+
+    fn norm_adjoint(
+        &mut self,
+        norm: &GNorm,
+        x: &DBuf,
+        n: usize,
+        hw: usize,
+        m: Option<Modulation<'_, GpuEmb>>,
+        silu: bool,
+        gy: &DBuf,
+        gx: &mut DBuf,
+        accumulate: bool,
+    ) -> Result<()> {
+        norm.backward(self.gpu, x, n, hw, modulation(m), silu, gy, gx, accumulate)
+    }
+
+    fn add_embedding(&mut self, h: &mut DBuf, emb: &GpuEmb, block: usize, n: usize, c: usize, hw: usize) -> Result<()> {
+        let m = emb.block(block);
+        let args = [P(h.p()), P(m.ptr), L(m.stride as i64), I(c as i32), I(hw as i32)];
+        self.gpu.launch_planes("add_channel", hw, c, n, &args)
+    }
+
+    fn attention(
+        &mut self,
+        a: &Attn<GpuLayers>,
+        x: &DBuf,
+        n: usize,
+        hw: usize,
+        y: &mut DBuf,
+        saved: &mut DBuf,
+    ) -> Result<()> {
+        a.layer.forward(self.gpu, x, n, hw, y, saved)
+    }
+
+    fn attention_adjoint(
+        &mut self,
+        a: &Attn<GpuLayers>,
+        x: &DBuf,
+        saved: &DBuf,
+        n: usize,
+        hw: usize,
+        gy: &DBuf,
+        gx: &mut DBuf,
+    ) -> Result<()> {
+        a.layer.backward(self.gpu, x, saved, n, hw, gy, gx)
+    }
+
+    fn resample(&mut self, r: Resample, x: &DBuf, planes: usize, h: usize, w: usize, y: &mut DBuf) -> Result<()> {
+        let (oh, ow) = r.out_hw(h, w);
+        let name = match r {
+            Resample::Up => "upsample2",
+            Resample::Down => "avgpool2",
+            Resample::None => return self.gpu.copy(x, 0, y, 0, planes * h * w),
+        };
+        let args = [P(x.p()), P(y.p()), L(planes as i64), I(h as i32), I(w as i32)];
+        self.gpu.launch_planes(name, planes * oh * ow, 1, 1, &args)
+    }
+
+    fn resample_adjoint(
+        &mut self,
+        r: Resample,
+        gy: &DBuf,
+        planes: usize,
+        h: usize,
+        w: usize,
+        gx: &mut DBuf,
+        accumulate: bool,
+    ) -> Result<()> {
+        let name = match r {
+            Resample::Up => "upsample2_adjoint",
+            Resample::Down => "avgpool2_adjoint",
+            Resample::None if accumulate => return add_into(self.gpu, gx, gy, planes * h * w),
+            Resample::None => return self.gpu.copy(gy, 0, gx, 0, planes * h * w),
+        };
+        let args = [P(gy.p()), P(gx.p()), L(planes as i64), I(h as i32), I(w as i32), I(accumulate as i32)];
+        self.gpu.launch_planes(name, planes * h * w, 1, 1, &args)
+    }
+
+    fn concat(&mut self, a: &DBuf, la: usize, b: &DBuf, lb: usize, n: usize, out: &mut DBuf) -> Result<()> {
+        let args = [P(a.p()), P(b.p()), P(out.p()), I(la as i32), I(lb as i32)];
+        self.gpu.launch_planes("concat2", la + lb, n, 1, &args)
+    }
+
+    fn split(&mut self, g: &DBuf, la: usize, lb: usize, n: usize, ga: &mut DBuf, gb: &mut DBuf) -> Result<()> {
+        let args = [P(g.p()), P(ga.p()), P(gb.p()), I(la as i32), I(lb as i32)];
+        self.gpu.launch_planes("split2", la + lb, n, 1, &args)
+    }
 }
 
 /// What [`GpuUNet::vjp`] needs from a forward pass.
-pub struct GpuTape {
-    n: usize,
-    in_shape: Shape,
-    out_shape: Shape,
-    emb: DBuf,
-    entries: Vec<Entry>,
-}
+pub type GpuTape = diffinv_model::Tape<DBuf, GpuEmb>;
 
-struct Builder<'a> {
-    g: &'a Gpu,
-    emb_w: Vec<f32>,
-    emb_b: Vec<f32>,
-}
-
-impl Builder<'_> {
-    fn layer(&mut self, l: &Layer) -> Result<GLayer> {
-        let g = self.g;
-        Ok(match l {
-            Layer::Conv(c) => GLayer::Conv(GConv::new(g, c)?),
-            Layer::Res(r) => GLayer::Res(Box::new(self.res(r)?)),
-            Layer::Attn(a) => GLayer::Attn(Box::new(GAttn::new(g, a)?)),
-            Layer::Down(c) => GLayer::Down(c.as_ref().map(|c| GConv::new(g, c)).transpose()?),
-            Layer::Up(c) => GLayer::Up(c.as_ref().map(|c| GConv::new(g, c)).transpose()?),
-        })
-    }
-
-    fn res(&mut self, r: &ResBlock) -> Result<GRes> {
-        let g = self.g;
-        let emb_off = self.emb_b.len();
-        self.emb_w.extend_from_slice(r.emb.weight());
-        self.emb_b.extend_from_slice(r.emb.bias());
-        Ok(GRes {
-            cout: r.cout,
-            resample: r.resample,
-            scale_shift: r.scale_shift,
-            in_norm: GNorm::new(g, &r.in_norm)?,
-            in_conv: GConv::new(g, &r.in_conv)?,
-            emb_off,
-            out_norm: GNorm::new(g, &r.out_norm)?,
-            out_conv: GConv::new(g, &r.out_conv)?,
-            skip: r.skip.as_ref().map(|k| GConv::new(g, k)).transpose()?,
-        })
-    }
-
-    fn blocks(&mut self, bs: &[Vec<Layer>]) -> Result<Vec<Vec<GLayer>>> {
-        bs.iter().map(|b| b.iter().map(|l| self.layer(l)).collect()).collect()
-    }
-}
-
-fn linear(g: &Gpu, l: &diffinv_cpu::nn::Linear) -> Result<GLinear> {
-    Ok(GLinear { w: g.upload(l.weight())?, b: g.upload(l.bias())?, fin: l.fin, fout: l.fout })
-}
-
-fn resampled(r: Resample, h: usize, w: usize) -> (usize, usize) {
-    match r {
-        Resample::Up => (2 * h, 2 * w),
-        Resample::Down => (h / 2, w / 2),
-        Resample::None => (h, w),
-    }
-}
-
-/// Up/down-samples `planes` planes of `h x w` (the input side).
-fn resample(g: &Gpu, r: Resample, x: &DBuf, planes: usize, h: usize, w: usize, y: &DBuf) -> Result<()> {
-    let (oh, ow) = resampled(r, h, w);
-    let name = if r == Resample::Up { "upsample2" } else { "avgpool2" };
-    g.launch_planes(name, planes * oh * ow, 1, 1, &[P(x.p()), P(y.p()), L(planes as i64), I(h as i32), I(w as i32)])
-}
-
-/// The adjoint of [`resample`]: `gx (+)= R^T gy`, `gx` of `h x w`.
-#[allow(clippy::too_many_arguments)]
-fn resample_adjoint(
-    g: &Gpu,
-    r: Resample,
-    gy: &DBuf,
-    planes: usize,
-    h: usize,
-    w: usize,
-    gx: &DBuf,
-    acc: bool,
-) -> Result<()> {
-    let name = if r == Resample::Up { "upsample2_adjoint" } else { "avgpool2_adjoint" };
-    g.launch_planes(
-        name,
-        planes * h * w,
-        1,
-        1,
-        &[P(gy.p()), P(gx.p()), L(planes as i64), I(h as i32), I(w as i32), I(acc as i32)],
-    )
+/// The UNet on a GPU.
+pub struct GpuUNet {
+    graph: Graph<GpuLayers>,
 }
 
 impl GpuUNet {
-    /// Uploads `unet`'s weights.
-    pub fn new(g: &Gpu, unet: &UNet) -> Result<Self> {
-        let cfg = unet.config();
-        let (t0, t2) = unet.time_embed();
-        let mut b = Builder { g, emb_w: Vec::new(), emb_b: Vec::new() };
-        let input_blocks = b.blocks(unet.input_blocks())?;
-        let middle = unet.middle_block().iter().map(|l| b.layer(l)).collect::<Result<Vec<_>>>()?;
-        let output_blocks = b.blocks(unet.output_blocks())?;
-        let fin = t2.fout;
-        let emb = GLinear { w: g.upload(&b.emb_w)?, b: g.upload(&b.emb_b)?, fin, fout: b.emb_b.len() };
-        let (on, oc) = unet.out_layers();
-        Ok(GpuUNet {
-            mc: cfg.model_channels,
-            in_channels: cfg.in_channels,
-            out_channels: cfg.out_channels,
-            levels: cfg.channel_mult.len() - 1,
-            time0: linear(g, t0)?,
-            time2: linear(g, t2)?,
-            emb,
-            input_blocks,
-            middle,
-            output_blocks,
-            out_norm: GNorm::new(g, on)?,
-            out_conv: GConv::new(g, oc)?,
-            gflop_256: unet.gflop(256),
-        })
+    /// Uploads the layers of a model description.
+    ///
+    /// # Errors
+    /// An upload fails (out of device memory).
+    pub fn new(gpu: &Gpu, desc: &UNetDesc) -> Result<Self> {
+        Ok(GpuUNet { graph: desc.build(&mut GpuBuilder { gpu })? })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &UNetConfig {
+        &self.graph.config
     }
 
     /// Output channels.
     pub fn out_channels(&self) -> usize {
-        self.out_channels
+        self.graph.config.out_channels
     }
 
-    /// GFLOP of one 256 px forward pass (scale by the pixel count for other sizes).
-    pub fn gflop_256(&self) -> f64 {
-        self.gflop_256
+    /// GFLOP of one forward pass of one `size x size` image.
+    pub fn gflop(&self, size: usize) -> f64 {
+        self.graph.gflop(size)
     }
 
-    fn check(&self, s: Shape, t: &[f32]) -> Result<()> {
-        let m = 1 << self.levels;
-        if s[1] != self.in_channels || s[0] == 0 || s[2] == 0 || !s[2].is_multiple_of(m) || !s[3].is_multiple_of(m) {
-            return Err(Error::Shape(format!(
-                "model input {s:?}: the model takes {} channels and sides that are positive multiples of {m}",
-                self.in_channels
-            )));
-        }
-        if t.len() != s[0] {
-            return Err(Error::Shape(format!("{} timesteps for a batch of {}", t.len(), s[0])));
+    fn out_tensor(&self, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
+        let shape = self.graph.output_shape(x.shape);
+        Ok(GpuTensor { buf: gpu.alloc(shape.iter().product())?, shape })
+    }
+
+    fn check_out(&self, x: &GpuTensor, out: &GpuTensor) -> Result<()> {
+        let want = self.graph.output_shape(x.shape);
+        if out.shape != want {
+            return Err(Error::shape("model output", &out.shape, format!("the output for this input is {want:?}")));
         }
         Ok(())
     }
 
-    /// `silu(time_embed(t))` projected by every ResBlock: `[n, F]`.
-    fn embed(&self, g: &Gpu, t: &[f32]) -> Result<DBuf> {
-        let n = t.len();
-        let s = g.upload(&timestep_embedding(t, self.mc))?;
-        let h = g.alloc(n * self.time0.fout)?;
-        self.time0.forward(g, &s, n, &h)?;
-        g.launch_n("silu_inplace", n * self.time0.fout, &[P(h.p()), L((n * self.time0.fout) as i64)])?;
-        let e = g.alloc(n * self.time2.fout)?;
-        self.time2.forward(g, &h, n, &e)?;
-        g.launch_n("silu_inplace", n * self.time2.fout, &[P(e.p()), L((n * self.time2.fout) as i64)])?;
-        let all = g.alloc(n * self.emb.fout)?;
-        self.emb.forward(g, &e, n, &all)?;
-        Ok(all)
+    /// `out = model(x, t)` for timesteps `t` (one per image) into a caller-owned `out`.
+    ///
+    /// # Errors
+    /// The shared input checks, an `out` of another shape, device failures.
+    pub fn forward_into(&self, gpu: &Gpu, x: &GpuTensor, t: &[f32], out: &mut GpuTensor) -> Result<()> {
+        self.check_out(x, out)?;
+        self.graph.forward(&mut GpuRun { gpu }, &x.buf, x.shape, t, &mut out.buf)
     }
 
-    /// The model output for `x` at timesteps `t` (one per image).
-    pub fn forward(&self, g: &Gpu, x: &GpuTensor, t: &[f32]) -> Result<GpuTensor> {
-        self.run(g, x, t, None)
-    }
-
-    /// [`GpuUNet::forward`], keeping what [`GpuUNet::vjp`] needs.
-    pub fn forward_with_tape(&self, g: &Gpu, x: &GpuTensor, t: &[f32]) -> Result<(GpuTensor, GpuTape)> {
-        let mut tape =
-            GpuTape { n: x.shape[0], in_shape: x.shape, out_shape: [0; 4], emb: g.alloc(1)?, entries: Vec::new() };
-        let out = self.run(g, x, t, Some(&mut tape))?;
-        tape.out_shape = out.shape;
-        Ok((out, tape))
-    }
-
-    fn run(&self, g: &Gpu, x: &GpuTensor, t: &[f32], mut tape: Option<&mut GpuTape>) -> Result<GpuTensor> {
-        self.check(x.shape, t)?;
-        let n = x.shape[0];
-        let emb = self.embed(g, t)?;
-        let mut d = g.alloc(x.len())?;
-        g.copy(&x.buf, 0, &mut d, 0, x.len())?;
-        let mut h = Act { d: Rc::new(d), c: x.shape[1], h: x.shape[2], w: x.shape[3] };
-        let mut hs = Vec::new();
-        for blk in &self.input_blocks {
-            for l in blk {
-                h = self.layer_forward(g, l, h, n, &emb, tape.as_deref_mut(), true)?;
-            }
-            hs.push(h.clone());
-        }
-        for l in &self.middle {
-            h = self.layer_forward(g, l, h, n, &emb, tape.as_deref_mut(), true)?;
-        }
-        for blk in &self.output_blocks {
-            let skip = hs.pop().expect("one skip per output block");
-            let cat = concat(g, &h, &skip, n)?;
-            if let Some(tp) = tape.as_deref_mut() {
-                tp.entries.push(Entry::Cat { h: h.clone(), skip: skip.clone() });
-            }
-            h = cat;
-            for (k, l) in blk.iter().enumerate() {
-                h = self.layer_forward(g, l, h, n, &emb, tape.as_deref_mut(), k > 0)?;
-            }
-        }
-        let (c, hh, ww) = (h.c, h.h, h.w);
-        let t1 = g.alloc(n * c * hh * ww)?;
-        self.out_norm.forward(g, &h.d, n, hh * ww, None, true, &t1)?;
-        let oc = self.out_channels;
-        let out = g.alloc(n * oc * hh * ww)?;
-        self.out_conv.forward(g, &t1, n, hh, ww, &out, None, false)?;
-        if let Some(tp) = tape {
-            tp.entries.push(Entry::Out { x: h });
-            tp.emb = emb;
-        }
-        Ok(GpuTensor { buf: out, shape: [n, oc, hh, ww] })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn layer_forward(
-        &self,
-        g: &Gpu,
-        l: &GLayer,
-        x: Act,
-        n: usize,
-        emb: &DBuf,
-        tape: Option<&mut GpuTape>,
-        keep_input: bool,
-    ) -> Result<Act> {
-        let dims = (x.c, x.h, x.w);
-        let (out, entry) = match l {
-            GLayer::Conv(c) => {
-                let (oh, ow) = c.out_hw(x.h, x.w);
-                let o = g.alloc(n * c.cout * oh * ow)?;
-                c.forward(g, &x.d, n, x.h, x.w, &o, None, false)?;
-                (Act { d: Rc::new(o), c: c.cout, h: oh, w: ow }, Entry::Conv { dims })
-            }
-            GLayer::Res(rb) => {
-                let (o, h2) = self.res_forward(g, rb, &x, emb, n)?;
-                (o, Entry::Res { x: keep_input.then(|| x.d.clone()), dims, h2 })
-            }
-            GLayer::Attn(ab) => {
-                let l = x.h * x.w;
-                let o = g.alloc(n * x.c * l)?;
-                let qkv = g.alloc(n * 3 * x.c * l)?;
-                ab.forward(g, &x.d, n, l, &o, &qkv)?;
-                (Act { d: Rc::new(o), c: x.c, h: x.h, w: x.w }, Entry::Attn { x: x.d.clone(), qkv })
-            }
-            GLayer::Down(conv) => {
-                let (oh, ow) = (x.h / 2, x.w / 2);
-                let o = g.alloc(n * x.c * oh * ow)?;
-                match conv {
-                    Some(c) => c.forward(g, &x.d, n, x.h, x.w, &o, None, false)?,
-                    None => resample(g, Resample::Down, &x.d, n * x.c, x.h, x.w, &o)?,
-                }
-                (Act { d: Rc::new(o), c: x.c, h: oh, w: ow }, Entry::Down { dims })
-            }
-            GLayer::Up(conv) => {
-                let (oh, ow) = (2 * x.h, 2 * x.w);
-                let mut o = g.alloc(n * x.c * oh * ow)?;
-                resample(g, Resample::Up, &x.d, n * x.c, x.h, x.w, &o)?;
-                if let Some(c) = conv {
-                    let o2 = g.alloc(n * c.cout * oh * ow)?;
-                    c.forward(g, &o, n, oh, ow, &o2, None, false)?;
-                    o = o2;
-                }
-                (Act { d: Rc::new(o), c: x.c, h: oh, w: ow }, Entry::Up { dims })
-            }
-        };
-        if let Some(tp) = tape {
-            tp.entries.push(entry);
-        }
+    /// The model output for `x` at timesteps `t`, in a new tensor.
+    ///
+    /// # Errors
+    /// As [`GpuUNet::forward_into`].
+    pub fn forward(&self, gpu: &Gpu, x: &GpuTensor, t: &[f32]) -> Result<GpuTensor> {
+        let mut out = self.out_tensor(gpu, x)?;
+        self.forward_into(gpu, x, t, &mut out)?;
         Ok(out)
     }
 
-    fn modulation(&self, rb: &GRes, emb: &DBuf) -> Mod {
-        Mod { ptr: emb.at(rb.emb_off), stride: self.emb.fout }
+    /// [`GpuUNet::forward_into`], returning the tape [`GpuUNet::vjp_into`] needs.
+    ///
+    /// # Errors
+    /// As [`GpuUNet::forward_into`].
+    pub fn forward_for_grad(&self, gpu: &Gpu, x: &GpuTensor, t: &[f32], out: &mut GpuTensor) -> Result<GpuTape> {
+        self.check_out(x, out)?;
+        self.graph.forward_for_grad(&mut GpuRun { gpu }, &x.buf, x.shape, t, &mut out.buf)
     }
 
-    /// A ResBlock; returns the output and `h2` (the in-conv output, the embedding added when
-    /// there is no scale-shift).
-    fn res_forward(&self, g: &Gpu, rb: &GRes, x: &Act, emb: &DBuf, n: usize) -> Result<(Act, DBuf)> {
-        let (c, h, w) = (x.c, x.h, x.w);
-        let (oh, ow) = resampled(rb.resample, h, w);
-        let (hw, ohw, co) = (h * w, oh * ow, rb.cout);
-        let mut h1 = g.alloc(n * c * hw)?;
-        rb.in_norm.forward(g, &x.d, n, hw, None, true, &h1)?;
-        let mut xr = None;
-        if rb.resample != Resample::None {
-            let t = g.alloc(n * c * ohw)?;
-            resample(g, rb.resample, &h1, n * c, h, w, &t)?;
-            h1 = t;
-            let r = g.alloc(n * c * ohw)?;
-            resample(g, rb.resample, &x.d, n * c, h, w, &r)?;
-            xr = Some(r);
-        }
-        let h2 = g.alloc(n * co * ohw)?;
-        rb.in_conv.forward(g, &h1, n, oh, ow, &h2, None, false)?;
-        drop(h1);
-        let m = self.modulation(rb, emb);
-        let h3 = g.alloc(n * co * ohw)?;
-        if rb.scale_shift {
-            rb.out_norm.forward(g, &h2, n, ohw, Some(m), true, &h3)?;
-        } else {
-            let args = [P(h2.p()), P(m.ptr), L(m.stride as i64), I(co as i32), I(ohw as i32)];
-            g.launch_planes("add_channel", ohw, co, n, &args)?;
-            rb.out_norm.forward(g, &h2, n, ohw, None, true, &h3)?;
-        }
-        let out = g.alloc(n * co * ohw)?;
-        let xs: &DBuf = xr.as_ref().unwrap_or(&x.d);
-        match &rb.skip {
-            Some(k) => {
-                k.forward(g, xs, n, oh, ow, &out, None, false)?;
-                rb.out_conv.forward(g, &h3, n, oh, ow, &out, None, true)?;
-            }
-            None => rb.out_conv.forward(g, &h3, n, oh, ow, &out, Some(xs), false)?,
-        }
-        Ok((Act { d: Rc::new(out), c: co, h: oh, w: ow }, h2))
+    /// The output and the tape, in a new tensor.
+    ///
+    /// # Errors
+    /// As [`GpuUNet::forward_into`].
+    pub fn forward_with_tape(&self, gpu: &Gpu, x: &GpuTensor, t: &[f32]) -> Result<(GpuTensor, GpuTape)> {
+        let mut out = self.out_tensor(gpu, x)?;
+        let tape = self.forward_for_grad(gpu, x, t, &mut out)?;
+        Ok((out, tape))
     }
 
-    /// `grad_x = d(sum(out * cotangent))/dx` at the inputs of the taped forward pass.
-    pub fn vjp(&self, g: &Gpu, mut tape: GpuTape, cotangent: &GpuTensor) -> Result<GpuTensor> {
-        if cotangent.shape != tape.out_shape {
-            return Err(Error::Shape(format!(
-                "cotangent has shape {:?}, the model output {:?}",
-                cotangent.shape, tape.out_shape
-            )));
+    /// `grad_x = d(sum(out * cotangent))/dx` at the input of the taped pass, into `grad_x`.
+    ///
+    /// # Errors
+    /// Shapes other than the tape's, a tape of another model, device failures.
+    pub fn vjp_into(&self, gpu: &Gpu, tape: GpuTape, cotangent: &GpuTensor, grad_x: &mut GpuTensor) -> Result<()> {
+        if cotangent.shape != tape.output_shape() {
+            let reason = format!("must match the model output {:?}", tape.output_shape());
+            return Err(Error::shape("cotangent", &cotangent.shape, reason));
         }
-        let n = tape.n;
-        let emb = std::mem::replace(&mut tape.emb, g.alloc(1)?);
-        let e = &mut tape.entries;
-        let Some(Entry::Out { x }) = e.pop() else { unreachable!("the tape ends with Out") };
-        let (c, h, w) = (x.c, x.h, x.w);
-        let t = g.alloc(n * c * h * w)?;
-        self.out_conv.backward_input(g, &cotangent.buf, n, h, w, &t, false)?;
-        let mut gr = g.alloc(n * c * h * w)?;
-        self.out_norm.backward(g, &x.d, n, h * w, None, true, &t, &gr, false)?;
-        drop((t, x));
-        let mut skip_grads: Vec<Option<DBuf>> = (0..self.input_blocks.len()).map(|_| None).collect();
-        for (j, blk) in self.output_blocks.iter().enumerate().rev() {
-            for (k, l) in blk.iter().enumerate().rev() {
-                if k > 0 {
-                    gr = self.layer_backward(g, l, e.pop().expect("tape entry"), gr, n, &emb)?;
-                    continue;
-                }
-                let Some(Entry::Res { dims, h2, .. }) = e.pop() else { unreachable!("decoder ResBlock") };
-                let Some(Entry::Cat { h: hh, skip }) = e.pop() else { unreachable!("Cat entry") };
-                let GLayer::Res(rb) = l else { unreachable!("decoder blocks start with a ResBlock") };
-                let cat = concat(g, &hh, &skip, n)?;
-                let gc = self.res_backward(g, rb, &cat.d, dims, &h2, n, &gr, &emb)?;
-                let (lh, ls) = (hh.c * hh.h * hh.w, skip.c * skip.h * skip.w);
-                let gh = g.alloc(n * lh)?;
-                let gs = g.alloc(n * ls)?;
-                g.launch_planes(
-                    "split2",
-                    lh + ls,
-                    n,
-                    1,
-                    &[P(gc.p()), P(gh.p()), P(gs.p()), I(lh as i32), I(ls as i32)],
-                )?;
-                skip_grads[self.input_blocks.len() - 1 - j] = Some(gs);
-                gr = gh;
-            }
+        if grad_x.shape != tape.input_shape() {
+            let reason = format!("must match the input {:?}", tape.input_shape());
+            return Err(Error::shape("input gradient", &grad_x.shape, reason));
         }
-        for l in self.middle.iter().rev() {
-            gr = self.layer_backward(g, l, e.pop().expect("tape entry"), gr, n, &emb)?;
-        }
-        for (i, blk) in self.input_blocks.iter().enumerate().rev() {
-            if let Some(sg) = skip_grads[i].take() {
-                add_into(g, &gr, &sg, sg.len())?;
-            }
-            for l in blk.iter().rev() {
-                gr = self.layer_backward(g, l, e.pop().expect("tape entry"), gr, n, &emb)?;
-            }
-        }
-        Ok(GpuTensor { buf: gr, shape: tape.in_shape })
+        self.graph.vjp(&mut GpuRun { gpu }, tape, &cotangent.buf, &mut grad_x.buf)
     }
 
-    fn layer_backward(&self, g: &Gpu, l: &GLayer, entry: Entry, gy: DBuf, n: usize, emb: &DBuf) -> Result<DBuf> {
-        Ok(match (l, entry) {
-            (GLayer::Conv(conv), Entry::Conv { dims: (c, h, w) }) => {
-                let gx = g.alloc(n * c * h * w)?;
-                conv.backward_input(g, &gy, n, h, w, &gx, false)?;
-                gx
-            }
-            (GLayer::Res(rb), Entry::Res { x: Some(x), dims, h2 }) => {
-                self.res_backward(g, rb, &x, dims, &h2, n, &gy, emb)?
-            }
-            (GLayer::Attn(ab), Entry::Attn { x, qkv }) => {
-                let gx = g.alloc(gy.len())?;
-                ab.backward(g, &x, &qkv, n, gy.len() / (n * ab.c), &gy, &gx)?;
-                gx
-            }
-            (GLayer::Down(conv), Entry::Down { dims: (c, h, w) }) => {
-                let gx = g.alloc(n * c * h * w)?;
-                match conv {
-                    Some(k) => k.backward_input(g, &gy, n, h, w, &gx, false)?,
-                    None => resample_adjoint(g, Resample::Down, &gy, n * c, h, w, &gx, false)?,
-                }
-                gx
-            }
-            (GLayer::Up(conv), Entry::Up { dims: (c, h, w) }) => {
-                let (oh, ow) = (2 * h, 2 * w);
-                let gu = match conv {
-                    Some(k) => {
-                        let t = g.alloc(n * c * oh * ow)?;
-                        k.backward_input(g, &gy, n, oh, ow, &t, false)?;
-                        t
-                    }
-                    None => gy,
-                };
-                let gx = g.alloc(n * c * h * w)?;
-                resample_adjoint(g, Resample::Up, &gu, n * c, h, w, &gx, false)?;
-                gx
-            }
-            _ => unreachable!("tape entries follow the layers"),
-        })
+    /// [`GpuUNet::vjp_into`] into a new tensor.
+    ///
+    /// # Errors
+    /// As [`GpuUNet::vjp_into`].
+    pub fn vjp(&self, gpu: &Gpu, tape: GpuTape, cotangent: &GpuTensor) -> Result<GpuTensor> {
+        let shape = tape.input_shape();
+        let mut g = GpuTensor { buf: gpu.alloc(shape.iter().product())?, shape };
+        self.vjp_into(gpu, tape, cotangent, &mut g)?;
+        Ok(g)
     }
-
-    /// A ResBlock's input gradient (see `res_forward`).
-    #[allow(clippy::too_many_arguments)]
-    fn res_backward(
-        &self,
-        g: &Gpu,
-        rb: &GRes,
-        x: &DBuf,
-        dims: (usize, usize, usize),
-        h2: &DBuf,
-        n: usize,
-        gy: &DBuf,
-        emb: &DBuf,
-    ) -> Result<DBuf> {
-        let (c, h, w) = dims;
-        let (oh, ow) = resampled(rb.resample, h, w);
-        let (hw, ohw, co) = (h * w, oh * ow, rb.cout);
-        let g3 = g.alloc(n * co * ohw)?;
-        rb.out_conv.backward_input(g, gy, n, oh, ow, &g3, false)?;
-        let g2 = g.alloc(n * co * ohw)?;
-        let m = rb.scale_shift.then(|| self.modulation(rb, emb));
-        rb.out_norm.backward(g, h2, n, ohw, m, true, &g3, &g2, false)?;
-        drop(g3);
-        let mut g1 = g.alloc(n * c * ohw)?;
-        rb.in_conv.backward_input(g, &g2, n, oh, ow, &g1, false)?;
-        drop(g2);
-        if rb.resample != Resample::None {
-            let t = g.alloc(n * c * hw)?;
-            resample_adjoint(g, rb.resample, &g1, n * c, h, w, &t, false)?;
-            g1 = t;
-        }
-        let gx = g.alloc(n * c * hw)?;
-        rb.in_norm.backward(g, x, n, hw, None, true, &g1, &gx, false)?;
-        drop(g1);
-        let gs_owned = match &rb.skip {
-            Some(k) => {
-                let t = g.alloc(n * c * ohw)?;
-                k.backward_input(g, gy, n, oh, ow, &t, false)?;
-                Some(t)
-            }
-            None => None,
-        };
-        let gs = gs_owned.as_ref().unwrap_or(gy);
-        if rb.resample != Resample::None {
-            resample_adjoint(g, rb.resample, gs, n * c, h, w, &gx, true)?;
-        } else {
-            add_into(g, &gx, gs, n * c * hw)?;
-        }
-        Ok(gx)
-    }
-}
-
-/// `cat([h, skip], channels)` per image.
-fn concat(g: &Gpu, h: &Act, skip: &Act, n: usize) -> Result<Act> {
-    let (lh, ls) = (h.c * h.h * h.w, skip.c * skip.h * skip.w);
-    let d = g.alloc(n * (lh + ls))?;
-    g.launch_planes("concat2", lh + ls, n, 1, &[P(h.d.p()), P(skip.d.p()), P(d.p()), I(lh as i32), I(ls as i32)])?;
-    Ok(Act { d: Rc::new(d), c: h.c + skip.c, h: h.h, w: h.w })
 }

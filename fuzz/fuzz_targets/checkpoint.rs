@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(c) = diffinv_cpu::checkpoint::Checkpoint::from_bytes("fuzz", data.to_vec()) {
+    if let Ok(c) = diffinv_model::checkpoint::Checkpoint::from_bytes("fuzz", data.to_vec()) {
         let names: Vec<String> = c.tensors().keys().cloned().collect();
         for n in names {
             let _ = c.f32(&n);

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = diffinv_cpu::checkpoint::unpickle(data, None);
+    let _ = diffinv_model::checkpoint::unpickle(data, None);
 });

@@ -5,8 +5,8 @@
 # CUDA toolkit's, or those of a PyTorch install (found through python3's `nvidia` packages); no
 # Rust toolchain.
 #   scripts/gpu/run.sh [all|tests|bench]
-# Tests run twice: with the default convolutions (im2col + cuBLAS) and with DIFFINV_CUDNN=1.
-# DIFFINV_GPU_PROFILE=1 adds GPU time per kernel to `diffinv bench unet`.
+# Tests run twice: with the default convolutions (im2col + cuBLAS) and with DIFFINV_CUDNN=1 (read
+# by the test binary only; the CLI takes --cudnn). `bench unet --profile` adds GPU time per kernel.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:-all}
@@ -45,13 +45,14 @@ if [ "$what" != tests ]; then
   {
     for cudnn in "" 1; do
       for dt in f32 tf32; do
-        DIFFINV_CUDNN=$cudnn $b bench unet --config ffhq256 --device cuda --dtype "$dt" --reps 20
-        DIFFINV_CUDNN=$cudnn $b bench unet --config ffhq256 --device cuda --dtype "$dt" --reps 20 --backward
+        flag=$([ "$cudnn" = 1 ] && echo --cudnn || true)
+        $b bench unet --config ffhq256 --device cuda --dtype "$dt" --reps 20 $flag
+        $b bench unet --config ffhq256 --device cuda --dtype "$dt" --reps 20 --backward $flag
       done
     done
     $b bench unet --config ffhq256 --device cuda --batch 4 --reps 10
     $b bench unet --config celeba64 --device cuda --reps 50 --backward
-    DIFFINV_GPU_PROFILE=1 $b bench unet --config ffhq256 --device cuda --reps 1 --backward
+    $b bench unet --config ffhq256 --device cuda --reps 1 --backward --profile
     python3 scripts/reference/bench_unet.py --device cuda --reps 20 --modes fwd,fwdbwd
     python3 scripts/reference/bench_unet.py --device cuda --reps 20 --modes fwd,fwdbwd --no-tf32
     $b -q bench dps --config ffhq256 --steps "${DPS_STEPS:-1000}" --device cuda

@@ -1,9 +1,14 @@
 //! Helpers shared by the integration tests: fixture paths and error measures.
 #![allow(dead_code)]
 
-use diffinv::cpu::checkpoint::Checkpoint;
 use diffinv::cpu::Tensor;
+use diffinv::model::checkpoint::Checkpoint;
+use diffinv::CpuContext;
 use std::path::PathBuf;
+use std::sync::LazyLock;
+
+/// The default CPU context (the best kernel this CPU has, f32, Winograd).
+pub static CTX: LazyLock<CpuContext> = LazyLock::new(CpuContext::default);
 
 /// A file under `tests/data`.
 pub fn data(p: &str) -> PathBuf {
@@ -41,7 +46,7 @@ pub fn randn(shape: [usize; 4], seed: u64) -> Tensor {
 /// A variant's random-weight model with an input, timesteps, a cotangent, and its CPU output
 /// and input gradient.
 pub struct VariantCase {
-    pub unet: diffinv::cpu::unet::UNet,
+    pub model: diffinv::Model,
     pub x: Tensor,
     pub t: [f32; 2],
     pub cot: Tensor,
@@ -50,20 +55,21 @@ pub struct VariantCase {
 }
 
 /// The `i`-th of [`unet_variants`] run forward and backward on the CPU (seeded weights and data).
-pub fn variant_case(i: usize, cfg: &diffinv::cpu::unet::UNetConfig) -> VariantCase {
-    use diffinv::cpu::unet::{RandomWeights, UNet, Workspace};
-    let unet = UNet::new(cfg, &mut RandomWeights::new(10 + i as u64)).unwrap();
+pub fn variant_case(i: usize, cfg: &diffinv::model::UNetConfig) -> VariantCase {
+    use diffinv::cpu::unet::Workspace;
+    let model = diffinv::Model::random(cfg, 10 + i as u64).unwrap();
+    let unet = model.cpu();
     let x = randn([2, 3, 16, 16], 1);
     let t = [37.0f32, 801.0];
     let mut ws = Workspace::new();
-    let (out, tape) = unet.forward_with_tape(&x, &t, &mut ws).unwrap();
+    let (out, tape) = unet.forward_with_tape(&CTX, &x, &t, &mut ws).unwrap();
     let cot = randn(out.shape(), 2);
-    let grad = unet.vjp(tape, &cot, &mut ws).unwrap();
-    VariantCase { unet, x, t, cot, out, grad }
+    let grad = unet.vjp(&CTX, tape, &cot, &mut ws).unwrap();
+    VariantCase { model, x, t, cot, out, grad }
 }
 
 /// The tiny architecture variants that cover every switch of the UNet: (config, what it covers).
-pub fn unet_variants() -> Vec<(diffinv::cpu::unet::UNetConfig, &'static str)> {
+pub fn unet_variants() -> Vec<(diffinv::model::UNetConfig, &'static str)> {
     let base = r#"{"image_size": 16, "in_channels": 3, "model_channels": 32, "num_res_blocks": 1,
         "attention_resolutions": [8, 4], "channel_mult": [1, 2, 2], "num_head_channels": 16"#;
     [
@@ -78,7 +84,7 @@ pub fn unet_variants() -> Vec<(diffinv::cpu::unet::UNetConfig, &'static str)> {
         ),
     ]
     .into_iter()
-    .map(|(extra, what)| (diffinv::cpu::unet::UNetConfig::from_json(&format!("{base}{extra}")).unwrap(), what))
+    .map(|(extra, what)| (diffinv::model::UNetConfig::from_json(&format!("{base}{extra}")).unwrap(), what))
     .collect()
 }
 

@@ -3,9 +3,8 @@
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
-use diffinv_cpu::image_io::{load_image, save_image, Fit};
-use diffinv_cpu::ops::measure;
-use diffinv_cpu::Tensor;
+use diffinv::cpu::image_io::{load_image, save_image, Fit};
+use diffinv::{Restorer, Tensor};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -33,8 +32,8 @@ pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     let params = a.op.params()?;
     let fit = a.resize.map_or(Fit::Any, Fit::Resize);
     let x = load_image(&a.input, fit)?;
-    let op = a.op.op(&params, x.shape(), g.seed, 0)?;
-    let y = measure(&op, &x, a.op.noise, g.seed, 0)?;
+    let r = a.op.apply(Restorer::classical(), &params)?.seed(g.seed);
+    let (y, op) = r.measure_tensor(&x)?;
     let img = op.measurement_image(&y)?;
     save_image(&a.output, &img, 0)?;
     if let Some(p) = &a.save_mask {

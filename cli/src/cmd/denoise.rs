@@ -1,17 +1,12 @@
 //! `diffinv denoise`: the seed paper's s4.1 experiment: noise a clean image to level T with the
 //! forward process, then denoise it in one shot (x0_hat) or by the reverse chain.
 
-use super::model::source;
+use crate::args::{DeviceArgs, ModelArgs};
 use crate::common::{CliError, Global, Result};
-use crate::quality::Judge;
 use clap::{Args, ValueEnum};
-use diffinv_core::rng::streams;
-use diffinv_core::sampler;
-use diffinv_core::Backend;
-use diffinv_cpu::image_io::{load_image, save_image, Fit};
-use diffinv_cpu::solve::{streams_for, Schedule};
-use diffinv_cpu::unet::{load_model, LoadedModel};
-use diffinv_cpu::{CpuBackend, Tensor};
+use diffinv::cpu::image_io::{load_image, save_image, Fit};
+use diffinv::metrics::Metrics;
+use diffinv::{DenoiseMode, Denoising, Device, GpuOptions, Model};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -49,26 +44,26 @@ pub struct DenoiseArgs {
     /// Centre-crop and resize to the model's size.
     #[arg(long)]
     resize: bool,
-    /// The model checkpoint (default: the shipped 64x64 face model).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
-    #[arg(long)]
-    config: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
     if !a.input.exists() {
         return Err(CliError::runtime(format!("{}: no such file or folder", a.input.display())));
     }
-    let m = load_model(&source(&a.model), a.config.as_deref())?;
-    if a.t >= m.diffusion.steps {
-        return Err(CliError::usage(format!("--t must be below {}, got {}", m.diffusion.steps, a.t)));
+    let device = a.device.open()?;
+    let m = a.model.load()?;
+    if a.t >= m.diffusion().steps {
+        return Err(CliError::usage(format!("--t must be below {}, got {}", m.diffusion().steps, a.t)));
     }
-    let judge = Judge::load()?;
+    let metrics = Metrics::shipped()?;
+    let job = Job { a: &a, g, m: &m, metrics: &metrics, device };
     if a.input.is_dir() {
         return crate::folder::run_folder(g, &a.input, &a.output, a.save_noisy.as_deref(), "denoised", |i, o, k, n| {
-            denoise_one(&a, g, &m, &judge, i, o, k, n)
+            job.one(i, o, k, n)
         });
     }
     if a.output.is_dir() {
@@ -77,90 +72,76 @@ pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
             a.output.display()
         )));
     }
-    let v = denoise_one(&a, g, &m, &judge, &a.input, &a.output, 0, a.save_noisy.as_deref())?;
+    let v = job.one(&a.input, &a.output, 0, a.save_noisy.as_deref())?;
     g.emit_json(&v);
     Ok(())
 }
 
-/// Noises image `index` of a run (its own noise stream) to `--t` and denoises it.
-#[allow(clippy::too_many_arguments)]
-fn denoise_one(
-    a: &DenoiseArgs,
-    g: &Global,
-    m: &LoadedModel,
-    judge: &Judge,
-    input: &Path,
-    output: &Path,
-    index: u64,
-    save_noisy: Option<&Path>,
-) -> Result<serde_json::Value> {
-    let size = m.config.image_size;
-    let x = load_image(input, if a.resize { Fit::Resize(size) } else { Fit::Exact(size) })?;
-    let spec = a.steps.filter(|&s| s != m.diffusion.steps).map(|s| s.to_string());
-    let sched = Schedule::new(&m.diffusion, spec.as_deref())?;
-    let chain = sched.chain();
-    let k = chain.index_at_or_below(a.t).ok_or_else(|| CliError::usage("--t is below the chain's first step"))?;
-    let c = chain.coefs(k);
-    let mut b = CpuBackend::new(&m.unet, m.diffusion.variance);
-    let mut noise = Tensor::zeros(x.shape());
-    b.randn(&mut streams_for(g.seed, streams::FORWARD, index, 1), &mut noise)?;
-    let mut xt = Tensor::zeros(x.shape());
-    b.q_sample(&x, &noise, c.abar, &mut xt)?;
-    let noisy = {
-        let mut n = xt.clone();
-        b.clamp(&mut n, -1.0, 1.0)?;
-        n
-    };
-    let t0 = std::time::Instant::now();
-    let (out, nfe) = match a.mode {
-        Mode::OneShot => {
-            let mut o = Tensor::zeros(x.shape());
-            let s = sampler::denoise_one_shot(&mut b, &c, &xt, true, &mut o)
-                .map_err(|e| CliError::runtime(e.to_string()))?;
-            (o, s.nfe)
+struct Job<'a> {
+    a: &'a DenoiseArgs,
+    g: &'a Global,
+    m: &'a Model,
+    metrics: &'a Metrics,
+    device: (Device, GpuOptions),
+}
+
+impl Job<'_> {
+    /// Noises image `index` of a run (its own noise stream) to `--t` and denoises it.
+    fn one(&self, input: &Path, output: &Path, index: u64, save_noisy: Option<&Path>) -> Result<serde_json::Value> {
+        let (a, g) = (self.a, self.g);
+        let size = self.m.image_size();
+        let x = if a.resize {
+            load_image(input, Fit::Resize(size))?
+        } else {
+            crate::common::exact_side(load_image(input, Fit::Any)?, Some(size), input)?
+        };
+        let mode = match a.mode {
+            Mode::OneShot => DenoiseMode::OneShot,
+            Mode::Reverse => DenoiseMode::Reverse,
+        };
+        let pb = g.progress(0, "denoise");
+        let mut d = Denoising::new(self.m, a.t)
+            .mode(mode)
+            .seed(g.seed)
+            .index(index)
+            .device(self.device.0)
+            .gpu_options(self.device.1)
+            .on_step(pb.monitor());
+        if let Some(s) = a.steps {
+            d = d.steps(s);
         }
-        Mode::Reverse => {
-            let pb = g.progress(k as u64 + 1, "denoise");
-            let mut o = xt.clone();
-            let mut rngs = streams_for(g.seed, streams::STEPS, index, 1);
-            let s = sampler::reverse(&mut b, &chain, k, None, &mut o, &mut rngs, &mut pb.monitor()).map_err(
-                |e| match e {
-                    sampler::SampleError::Cancelled => {
-                        CliError { code: 130, message: "interrupted; nothing was written for this image".into() }
-                    }
-                    e => CliError::runtime(e.to_string()),
-                },
-            )?;
-            pb.finish();
-            b.clamp(&mut o, -1.0, 1.0)?;
-            (o, s.nfe)
+        let out = d.run(&x).map_err(|e| match e {
+            diffinv::Error::Cancelled => {
+                CliError { code: 130, message: "interrupted; nothing was written for this image".into() }
+            }
+            e => e.into(),
+        })?;
+        pb.finish();
+        save_image(output, &out.x, 0)?;
+        if let Some(p) = save_noisy {
+            save_image(p, &out.noisy, 0)?;
         }
-    };
-    let secs = t0.elapsed().as_secs_f64();
-    save_image(output, &out, 0)?;
-    if let Some(p) = save_noisy {
-        save_image(p, &noisy, 0)?;
+        let (q, qn) = (self.metrics.compare_tensors(&x, &out.x, 0)?, self.metrics.compare_tensors(&x, &out.noisy, 0)?);
+        let mut mj = serde_json::Map::new();
+        mj.insert("input".into(), input.display().to_string().into());
+        mj.insert("output".into(), output.display().to_string().into());
+        crate::quality::json(&q, "", &mut mj);
+        crate::quality::json(&qn, "measurement_", &mut mj);
+        mj.insert("t".into(), out.t.into());
+        mj.insert("mode".into(), format!("{:?}", a.mode).to_lowercase().into());
+        mj.insert("seconds".into(), out.seconds.into());
+        mj.insert("nfe".into(), out.nfe.into());
+        mj.insert("seed".into(), g.seed.into());
+        mj.insert("task".into(), "denoise".into());
+        g.say(format!(
+            "t={} {:?}: {} -> {}\n  result: {}\n  noisy:  {}",
+            out.t,
+            a.mode,
+            input.display(),
+            output.display(),
+            q.line(),
+            qn.line()
+        ));
+        Ok(serde_json::Value::Object(mj))
     }
-    let (q, qn) = (judge.measure(&x, &out, 0)?, judge.measure(&x, &noisy, 0)?);
-    let mut mj = serde_json::Map::new();
-    mj.insert("input".into(), input.display().to_string().into());
-    mj.insert("output".into(), output.display().to_string().into());
-    q.json("", &mut mj);
-    qn.json("measurement_", &mut mj);
-    mj.insert("t".into(), chain.steps()[k].into());
-    mj.insert("mode".into(), format!("{:?}", a.mode).to_lowercase().into());
-    mj.insert("seconds".into(), secs.into());
-    mj.insert("nfe".into(), nfe.into());
-    mj.insert("seed".into(), g.seed.into());
-    mj.insert("task".into(), "denoise".into());
-    g.say(format!(
-        "t={} {:?}: {} -> {}\n  result: {}\n  noisy:  {}",
-        chain.steps()[k],
-        a.mode,
-        input.display(),
-        output.display(),
-        q.line(),
-        qn.line()
-    ));
-    Ok(serde_json::Value::Object(mj))
 }

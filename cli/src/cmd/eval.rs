@@ -2,18 +2,14 @@
 //! `report.md` (mean +- std tables), `results.csv`, `results.json` and one comparison grid PNG
 //! per task.
 
-use super::model::source;
+use crate::args::{DeviceArgs, ModelArgs};
 use crate::common::{interrupted, CliError, Global, Result};
-use crate::device::Device;
 use crate::folder::list_images;
-use crate::quality::Judge;
 use clap::Args;
-use diffinv_cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
-use diffinv_cpu::io::write_atomic;
-use diffinv_cpu::ops::{build, measure, Task, TaskParams};
-use diffinv_cpu::solve::{Method, Settings};
-use diffinv_cpu::unet::load_model;
-use diffinv_cpu::Error;
+use diffinv::cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
+use diffinv::metrics::Metrics;
+use diffinv::model::io::write_atomic;
+use diffinv::{Device, Method, Restorer, Settings, Task};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,22 +42,14 @@ pub struct EvalArgs {
     /// Images per comparison grid.
     #[arg(long, default_value_t = 6)]
     grid_rows: usize,
-    /// The model checkpoint (default: the shipped 64x64 face model).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
-    #[arg(long)]
-    config: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Compute nothing: write the report from the cells finished so far (a long run can be
     /// looked at while it goes on); a method missing cells shows how many images it covers.
     #[arg(long)]
     report_only: bool,
-    /// Where the diffusion methods run: cpu, or cuda / cuda:N (a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// With --device cuda: allow TF32 tensor cores.
-    #[arg(long)]
-    tf32: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// A method with its overrides, and the label its results are filed under.
@@ -117,14 +105,10 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     if images.is_empty() {
         return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.data.display())));
     }
-    let model = if specs.iter().any(|s| s.method.is_diffusion()) {
-        Some(load_model(&source(&a.model), a.config.as_deref())?)
-    } else {
-        None
-    };
-    let size = model.as_ref().map(|m| m.config.image_size);
-    let device = if a.report_only { Device::Cpu } else { Device::open(&a.device, model.as_ref(), a.tf32)? };
-    let judge = Judge::load()?;
+    let model = if specs.iter().any(|s| s.method.is_diffusion()) { Some(a.model.load()?) } else { None };
+    let size = model.as_ref().map(|m| m.image_size());
+    let (device, gpu) = if a.report_only { (Device::Cpu, Default::default()) } else { a.device.open()? };
+    let judge = Metrics::shipped()?;
     let total = tasks.len() * specs.len() * images.len();
     let pb = g.progress(total as u64, "eval");
     let mut done = 0u64;
@@ -138,8 +122,10 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
             let name = stem(img);
             let fit = size.map_or(Fit::Any, Fit::Resize);
             let x = load_image(img, fit)?;
-            let op = build(task, &TaskParams::default(), x.shape(), g.seed, i as u64)?;
-            let y = measure(&op, &x, a.noise, g.seed, i as u64)?;
+            fn setup<'m>(r: Restorer<'m>, task: Task, noise: f64, seed: u64, i: usize) -> Restorer<'m> {
+                r.task(task).noise(noise).seed(seed).index(i as u64)
+            }
+            let (y, op) = setup(Restorer::classical(), task, a.noise, g.seed, i).measure_tensor(&x)?;
             // The measurement row: the measurement seen as an image.
             let mdir = tdir.join("measurement");
             let mjson = mdir.join(format!("{name}.json"));
@@ -150,7 +136,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                     save_image(&mdir.join(format!("{name}.png")), &mi, 0)?;
                     save_image(&tdir.join("truth").join(format!("{name}.png")), &x, 0)?;
                     let mut m = serde_json::Map::new();
-                    judge.measure(&x, &mi, 0)?.json("", &mut m);
+                    crate::quality::json(&judge.compare_tensors(&x, &mi, 0)?, "", &mut m);
                     m.insert("seconds".into(), 0.0.into());
                     m.insert("nfe".into(), 0.into());
                     let v = Value::Object(m);
@@ -178,25 +164,25 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                         }
                         let t0 = Instant::now();
                         let base = done;
-                        let out = device
-                            .restore(
-                                model.as_ref(),
-                                spec.method,
-                                task,
-                                &spec.settings,
-                                &op,
-                                &y,
-                                a.noise,
-                                g.seed,
-                                i as u64,
-                                &mut |k, n| {
-                                    pb.set(base);
-                                    pb.set_message(&format!("{} {} {name} {k}/{n}", task.name(), spec.label));
-                                    !interrupted()
-                                },
-                            )
+                        let (pbc, label, tname) = (pb.clone(), spec.label.clone(), task.name());
+                        let cell = name.clone();
+                        let r = match (&model, spec.method.is_diffusion()) {
+                            (Some(m), true) => Restorer::new(m),
+                            _ => Restorer::classical(),
+                        };
+                        let out = setup(r, task, a.noise, g.seed, i)
+                            .method(spec.method)
+                            .settings(spec.settings.clone())
+                            .device(device)
+                            .gpu_options(gpu)
+                            .on_step(move |k, n| {
+                                pbc.set(base);
+                                pbc.set_message(&format!("{tname} {label} {cell} {k}/{n}"));
+                                !interrupted()
+                            })
+                            .run_with(&op, &y)
                             .map_err(|e| match e {
-                                Error::Cancelled => CliError {
+                                diffinv::Error::Cancelled => CliError {
                                     code: 130,
                                     message: "interrupted; finished cells are kept, re-run to resume".into(),
                                 },
@@ -210,7 +196,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                         let secs = t0.elapsed().as_secs_f64();
                         save_image(&cdir.join(format!("{name}.png")), &out.x, 0)?;
                         let mut m = serde_json::Map::new();
-                        judge.measure(&x, &out.x, 0)?.json("", &mut m);
+                        crate::quality::json(&judge.compare_tensors(&x, &out.x, 0)?, "", &mut m);
                         m.insert("seconds".into(), secs.into());
                         m.insert("nfe".into(), out.nfe.into());
                         m.insert("vjp".into(), out.vjps.into());
@@ -365,7 +351,7 @@ fn grid(a: &EvalArgs, task: Task, labels: &[String], images: &[PathBuf]) -> Resu
             let path = tdir.join(c).join(format!("{name}.png"));
             // A cell not finished yet (--report-only) is a mid-grey tile.
             let t = if a.report_only && !path.exists() {
-                diffinv_cpu::Tensor::zeros(truth.shape())
+                diffinv::Tensor::zeros(truth.shape())
             } else {
                 load_image(&path, Fit::Any)?
             };

@@ -1,9 +1,9 @@
 //! `diffinv metrics`: PSNR, SSIM and LPIPS of one image against a reference.
 
 use crate::common::{CliError, Global, Result};
-use crate::quality::Judge;
 use clap::Args;
-use diffinv_cpu::image_io::{load_image, Fit};
+use diffinv::cpu::image_io::{load_image, Fit};
+use diffinv::metrics::Metrics;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -29,9 +29,9 @@ pub fn run(a: MetricsArgs, g: &Global) -> Result<()> {
             r.h()
         )));
     }
-    let q = Judge::load()?.measure(&r, &x, 0)?;
+    let q = Metrics::shipped()?.compare_tensors(&r, &x, 0)?;
     let mut m = serde_json::Map::new();
-    q.json("", &mut m);
+    crate::quality::json(&q, "", &mut m);
     if g.json {
         g.emit_json(&serde_json::Value::Object(m));
     } else {

@@ -1,10 +1,11 @@
 //! `diffinv model info` and `diffinv model run`.
 
+use crate::args::ModelArgs;
 use crate::common::{CliError, Global, Result};
 use clap::{Args, Subcommand};
-use diffinv_cpu::checkpoint::{write_safetensors, Checkpoint, WriteTensor};
-use diffinv_cpu::unet::{load_model, ModelSource, Workspace};
-use diffinv_cpu::Tensor;
+use diffinv::cpu::unet::Workspace;
+use diffinv::model::checkpoint::{write_safetensors, Checkpoint, DType, WriteTensor};
+use diffinv::{CpuContext, Model, Tensor};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -33,22 +34,14 @@ pub struct InfoArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The checkpoint (default: the shipped 64x64 face model).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
-    #[arg(long)]
-    config: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Input tensors: `x` (N,C,H,W f32), `t` (N, i64 or f32), optional `cotangent`.
     #[arg(long)]
     input: PathBuf,
     /// Output safetensors file.
     #[arg(short, long)]
     output: PathBuf,
-}
-
-pub fn source(model: &Option<PathBuf>) -> ModelSource {
-    model.clone().map_or(ModelSource::Default, ModelSource::Path)
 }
 
 pub fn run(c: ModelCmd, g: &Global) -> Result<()> {
@@ -59,34 +52,34 @@ pub fn run(c: ModelCmd, g: &Global) -> Result<()> {
 }
 
 fn info(a: InfoArgs, g: &Global) -> Result<()> {
-    let m = load_model(&ModelSource::Path(a.path.clone()), a.config.as_deref())?;
-    let size = m.config.image_size;
-    let gflop = m.unet.gflop(size);
+    let m = Model::load(&a.path, a.config.as_deref())?;
+    let size = m.image_size();
+    let gflop = m.gflop();
     let dtypes: serde_json::Map<String, serde_json::Value> =
-        m.dtypes.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+        m.dtypes().iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
     let v = serde_json::json!({
-        "path": m.path.display().to_string(),
-        "format": m.format,
-        "config": m.config.to_json(),
-        "params": m.unet.num_params(),
+        "path": m.file(),
+        "format": m.format(),
+        "config": m.config().to_json(),
+        "params": m.num_params(),
         "dtypes": dtypes,
         "gflop": gflop,
         "image_size": size,
-        "variance": format!("{:?}", m.diffusion.variance),
-        "diffusion_steps": m.diffusion.steps,
+        "variance": format!("{:?}", m.diffusion().variance),
+        "diffusion_steps": m.diffusion().steps,
     });
     if g.json {
         g.emit_json(&v);
     } else {
-        println!("{}  ({})", m.path.display(), m.format);
-        println!("  parameters: {}", m.unet.num_params());
+        println!("{}  ({})", m.file(), m.format());
+        println!("  parameters: {}", m.num_params());
         println!(
             "  stored dtypes: {}",
-            m.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
+            m.dtypes().iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
         );
         println!("  GFLOP per forward ({size}x{size}, batch 1): {gflop:.1}");
-        println!("  diffusion: {} steps, variance {:?}", m.diffusion.steps, m.diffusion.variance);
-        println!("  config: {}", m.config.to_json());
+        println!("  diffusion: {} steps, variance {:?}", m.diffusion().steps, m.diffusion().variance);
+        println!("  config: {}", m.config().to_json());
     }
     Ok(())
 }
@@ -99,10 +92,11 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
     }
     let x = Tensor::from_vec([xs[0], xs[1], xs[2], xs[3]], xd)?;
     let t: Vec<f32> = match inp.info("t")?.dtype {
-        diffinv_cpu::checkpoint::DType::F32 | diffinv_cpu::checkpoint::DType::F64 => inp.f32("t")?.1,
+        DType::F32 | DType::F64 => inp.f32("t")?.1,
         _ => inp.i64("t")?.1.into_iter().map(|v| v as f32).collect(),
     };
-    let m = load_model(&source(&a.model), a.config.as_deref())?;
+    let m = a.model.load()?;
+    let (u, ctx) = (m.cpu(), CpuContext::default());
     let mut ws = Workspace::new();
     let cot = match inp.tensors().get("cotangent") {
         Some(_) => {
@@ -112,9 +106,9 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
         None => None,
     };
     let (out, grad) = match cot {
-        None => (m.unet.forward(&x, &t, &mut ws)?, None),
+        None => (u.forward(&ctx, &x, &t, &mut ws)?, None),
         Some((cs, cd)) => {
-            let (out, tape) = m.unet.forward_with_tape(&x, &t, &mut ws)?;
+            let (out, tape) = u.forward_with_tape(&ctx, &x, &t, &mut ws)?;
             if cs != out.shape() {
                 return Err(CliError::runtime(format!(
                     "{}: tensor 'cotangent' has shape {cs:?}, the model output is {:?}",
@@ -123,7 +117,7 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
                 )));
             }
             let c = Tensor::from_vec(out.shape(), cd)?;
-            let gx = m.unet.vjp(tape, &c, &mut ws)?;
+            let gx = u.vjp(&ctx, tape, &c, &mut ws)?;
             (out, Some(gx))
         }
     };
@@ -131,7 +125,7 @@ fn run_model(a: RunArgs, g: &Global) -> Result<()> {
     if let Some(gx) = &grad {
         tensors.push(WriteTensor::f32("grad_x", &gx.shape(), gx.data()));
     }
-    let meta = [("model".to_string(), m.path.display().to_string())].into_iter().collect();
+    let meta = [("model".to_string(), m.file().to_string())].into_iter().collect();
     write_safetensors(&a.output, &tensors, &meta)?;
     g.say(format!("wrote {} ({})", a.output.display(), if grad.is_some() { "eps, grad_x" } else { "eps" }));
     g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "eps_shape": out.shape(), "grad_x": grad.is_some()}));

@@ -1,18 +1,13 @@
 //! `diffinv restore`: solve an inverse problem for one image or a folder of images.
 
-use super::model::source;
+use crate::args::{DeviceArgs, ModelArgs};
 use crate::common::{CliError, Global, Result};
-use crate::device::Device;
-use crate::quality::Judge;
 use crate::taskargs::OpArgs;
 use clap::Args;
-use diffinv_cpu::image_io::{load_image, save_image, Fit};
-use diffinv_cpu::ops::measure;
-use diffinv_cpu::solve::{Method, Settings};
-use diffinv_cpu::unet::{load_model, LoadedModel};
-use diffinv_cpu::Error;
+use diffinv::cpu::image_io::{load_image, save_image, Fit};
+use diffinv::metrics::Metrics;
+use diffinv::{Device, GpuOptions, Method, Model, Restorer, Settings, TaskParams, Tensor};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 pub const EXAMPLES: &str = "Examples:
   # Restore a face from a 50% box hole, simulating the measurement from a clean image:
@@ -59,58 +54,76 @@ pub struct RestoreArgs {
     /// SDEdit starting timestep.
     #[arg(long)]
     t0: Option<usize>,
-    /// The model checkpoint (default: the shipped 64x64 face model).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
-    #[arg(long)]
-    config: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Centre-crop and resize clean inputs to the model's size.
     #[arg(long)]
     resize: bool,
-    /// Where the diffusion methods run: cpu, or cuda / cuda:N (a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// With --device cuda: let cuBLAS/cuDNN use TF32 tensor cores (faster; about 1e-3 relative
-    /// error per layer, PyTorch's default for convolutions).
-    #[arg(long)]
-    tf32: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 struct Job<'a> {
     a: &'a RestoreArgs,
     g: &'a Global,
-    model: Option<&'a LoadedModel>,
+    model: Option<&'a Model>,
     method: Method,
-    judge: Option<&'a Judge>,
-    params: diffinv_cpu::ops::TaskParams,
-    device: &'a Device,
+    metrics: Option<&'a Metrics>,
+    params: TaskParams,
+    device: (Device, GpuOptions),
 }
 
 impl Job<'_> {
+    /// The restorer of image `index`, reporting progress on `pb` and stopping on Ctrl-C.
+    fn restorer(&self, index: u64, pb: &crate::common::Progress) -> Result<Restorer<'_>> {
+        let a = self.a;
+        let r = match self.model {
+            Some(m) => Restorer::new(m),
+            None => Restorer::classical(),
+        };
+        let settings = Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0 };
+        let mut r =
+            a.op.apply(r, &self.params)?
+                .method(self.method)
+                .settings(settings)
+                .seed(self.g.seed)
+                .index(index)
+                .device(self.device.0)
+                .gpu_options(self.device.1)
+                .on_step(pb.monitor());
+        if let Some(d) = &a.denoiser {
+            r = r.denoiser(d);
+        }
+        Ok(r)
+    }
+
+    /// A clean image for `--from-clean`: at the model's size for the diffusion methods.
+    fn clean(&self, input: &Path) -> Result<Tensor> {
+        let size = self.model.filter(|_| self.method.is_diffusion()).map(|m| m.image_size());
+        let x = match (size, self.a.resize) {
+            (Some(s), true) => load_image(input, Fit::Resize(s))?,
+            (s, _) => crate::common::exact_side(load_image(input, Fit::Any)?, s, input)?,
+        };
+        Ok(x)
+    }
+
     fn run_one(&self, input: &Path, output: &Path, index: u64, save_meas: Option<&Path>) -> Result<serde_json::Value> {
         let a = self.a;
-        // Diffusion methods work at the model's size; classical ones at the image's own.
-        let size = self.model.map(|m| m.config.image_size);
         let task = a.op.task()?;
+        let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let pb = self.g.progress(0, &name);
+        let mut r = self.restorer(index, &pb)?;
         let (clean, y, op) = if a.from_clean {
-            let fit = match (size, a.resize) {
-                (Some(s), true) => Fit::Resize(s),
-                (Some(s), false) => Fit::Exact(s),
-                (None, _) => Fit::Any,
-            };
-            let x = load_image(input, fit)?;
-            let op = a.op.op(&self.params, x.shape(), self.g.seed, index)?;
-            let y = measure(&op, &x, a.op.noise, self.g.seed, index)?;
+            let x = self.clean(input)?;
+            let (y, op) = r.measure_tensor(&x)?;
             (Some(x), y, op)
         } else {
             let y = load_image(input, Fit::Any)?;
-            let f = if task == diffinv_cpu::ops::Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
-            let side = size.unwrap_or(y.h() * f);
-            let shape = [1, y.c(), side, size.unwrap_or(y.w() * f)];
-            let op = a.op.op(&self.params, shape, self.g.seed, index)?;
+            let shape = r.image_shape(y.shape());
+            let op = r.operator(shape)?;
             let want = op.measurement_shape(shape);
             if y.shape() != want {
+                let side = shape[2];
                 return Err(CliError::runtime(format!(
                     "{}: measurement is {}x{}, --task {} on this model expects {}x{}{}",
                     input.display(),
@@ -132,35 +145,14 @@ impl Job<'_> {
         if let Some(p) = save_meas {
             save_image(p, &meas_img, 0)?;
         }
-        let settings =
-            Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0, denoiser: a.denoiser.clone() };
-        let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let pb = self.g.progress(0, &name);
-        let t0 = Instant::now();
-        let out = self.device.restore(
-            self.model,
-            self.method,
-            task,
-            &settings,
-            &op,
-            &y,
-            a.op.noise,
-            self.g.seed,
-            index,
-            &mut |done, total| {
-                pb.set_length(total as u64);
-                pb.set(done as u64);
-                !crate::common::interrupted()
-            },
-        );
+        let out = r.run_with(&op, &y);
         pb.finish();
         let out = out.map_err(|e| match e {
-            Error::Cancelled => {
+            diffinv::Error::Cancelled => {
                 CliError { code: 130, message: "interrupted; nothing was written for this image".into() }
             }
             e => CliError::from(e),
         })?;
-        let seconds = t0.elapsed().as_secs_f64();
         save_image(output, &out.x, 0)?;
         let mut m = serde_json::Map::new();
         m.insert("input".into(), input.display().to_string().into());
@@ -168,19 +160,19 @@ impl Job<'_> {
         m.insert("method".into(), self.method.name().into());
         m.insert("task".into(), task.name().into());
         m.insert("seed".into(), self.g.seed.into());
-        m.insert("device".into(), self.device.name().into());
-        m.insert("seconds".into(), seconds.into());
+        m.insert("device".into(), out.device.clone().into());
+        m.insert("seconds".into(), out.seconds.into());
         m.insert("nfe".into(), out.nfe.into());
         m.insert("vjp".into(), out.vjps.into());
         for (k, v) in &out.params {
             m.insert((*k).into(), (*v).into());
         }
-        let mut line = format!("{} -> {} ({:.1} s, {} NFE)", input.display(), output.display(), seconds, out.nfe);
-        if let (Some(x), Some(j)) = (&clean, self.judge) {
-            let q = j.measure(x, &out.x, 0)?;
-            let qm = j.measure(x, &meas_img, 0)?;
-            q.json("", &mut m);
-            qm.json("measurement_", &mut m);
+        let mut line = format!("{} -> {} ({:.1} s, {} NFE)", input.display(), output.display(), out.seconds, out.nfe);
+        if let (Some(x), Some(j)) = (&clean, self.metrics) {
+            let q = j.compare_tensors(x, &out.x, 0)?;
+            let qm = j.compare_tensors(x, &meas_img, 0)?;
+            crate::quality::json(&q, "", &mut m);
+            crate::quality::json(&qm, "measurement_", &mut m);
             line += &format!("\n  result:      {}\n  measurement: {}", q.line(), qm.line());
         }
         self.g.say(line);
@@ -203,10 +195,10 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
     if a.denoiser.is_some() && method != Method::HqsDncnn {
         return Err(CliError::usage("--denoiser applies to --method hqs-dncnn"));
     }
-    let model = if method.is_diffusion() { Some(load_model(&source(&a.model), a.config.as_deref())?) } else { None };
-    let judge = if a.from_clean { Some(Judge::load()?) } else { None };
-    let device = Device::open(&a.device, model.as_ref(), a.tf32)?;
-    let job = Job { a: &a, g, model: model.as_ref(), method, judge: judge.as_ref(), params, device: &device };
+    let device = a.device.open()?;
+    let model = if method.is_diffusion() { Some(a.model.load()?) } else { None };
+    let metrics = if a.from_clean { Some(Metrics::shipped()?) } else { None };
+    let job = Job { a: &a, g, model: model.as_ref(), method, metrics: metrics.as_ref(), params, device };
     if a.input.is_dir() {
         return run_folder(&job);
     }

@@ -3,12 +3,13 @@
 //! their weight files' `layers` metadata and run on the UNet's convolution kernels. Images are
 //! in [0, 1] here, as the networks were trained.
 
-use crate::checkpoint::Checkpoint;
+use crate::context::CpuContext;
 use crate::error::{Error, Result};
 use crate::nn::Conv2d;
 use crate::tensor::Tensor;
+use diffinv_model::checkpoint::Checkpoint;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 enum Layer {
     Conv(Box<Conv2d>),
@@ -29,27 +30,25 @@ pub struct Denoiser {
     takes_sigma: bool,
 }
 
-/// The shipped denoisers.
+/// The denoisers diffinv ships (see `assets/README.md`).
 pub const SHIPPED: &[&str] = &["ffdnet_color", "cdncnn_b_color_blind", "cdncnn_s_color_sigma25"];
 
 impl Denoiser {
-    /// The shipped file of `name` (`$DIFFINV_ASSETS` overrides the repository's `assets/`).
-    pub fn default_path(name: &str) -> PathBuf {
-        let dir = std::env::var_os("DIFFINV_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
-        dir.join(format!("weights/denoisers/{name}.safetensors"))
-    }
-
-    /// Loads a shipped denoiser by name.
-    pub fn load(name: &str) -> Result<Self> {
-        Self::from_file(&Self::default_path(name))
-    }
-
     /// Loads a denoiser file: its `layers` metadata says how to run it.
+    ///
+    /// # Errors
+    /// The file cannot be read, or its metadata or tensors do not describe a denoiser.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let ck = Checkpoint::open(path)?;
-        let bad = |m: String| Error::Format(format!("{}: {m}", path.display()));
+        Self::from_checkpoint(&Checkpoint::open(path)?)
+    }
+
+    /// A denoiser from a parsed weights file (its `layers` metadata says how to run it).
+    ///
+    /// # Errors
+    /// The metadata or tensors do not describe a denoiser.
+    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self> {
+        let file = ck.path().to_string();
+        let bad = |m: String| Error::Model(diffinv_model::Error::format(file.clone(), m));
         let plan = ck.metadata().get("layers").ok_or_else(|| bad("no 'layers' metadata".into()))?;
         let mut layers = Vec::new();
         for tok in plan.split_whitespace() {
@@ -91,7 +90,7 @@ impl Denoiser {
         }
         let residual = ck.metadata().get("output").is_some_and(|o| o.contains("residual"));
         let takes_sigma = layers.iter().any(|l| matches!(l, Layer::NoiseMap));
-        let name = ck.metadata().get("name").cloned().unwrap_or_else(|| path.display().to_string());
+        let name = ck.metadata().get("name").cloned().unwrap_or(file);
         Ok(Denoiser { name, layers, residual, takes_sigma })
     }
 
@@ -111,20 +110,21 @@ impl Denoiser {
         let n = x.n();
         let (mut c, mut h, mut w) = (x.c(), x.h(), x.w());
         if self.layers.iter().any(|l| matches!(l, Layer::Unshuffle)) && (h % 2 != 0 || w % 2 != 0) {
-            return Err(Error::Shape(format!("{}: needs even image sizes, got {h}x{w}", self.name)));
+            return Err(Error::shape(format!("{} input", self.name), &x.shape(), "needs even image sizes"));
         }
         let mut d = x.data().to_vec();
         for l in &self.layers {
             match l {
                 Layer::Conv(conv) => {
                     if conv.cin != c {
-                        return Err(Error::Shape(format!(
-                            "{}: a layer expects {} channels, got {c}",
-                            self.name, conv.cin
-                        )));
+                        return Err(Error::shape(
+                            format!("{} activation", self.name),
+                            &[n, c, h, w],
+                            format!("a layer expects {} channels", conv.cin),
+                        ));
                     }
                     let mut o = vec![0.0; n * conv.cout * h * w];
-                    conv.forward(&d, n, h, w, &mut o, None, false);
+                    conv.forward(&CpuContext::default(), &d, n, h, w, &mut o, None, false);
                     (d, c) = (o, conv.cout);
                 }
                 Layer::Relu => d.par_iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -171,7 +171,7 @@ impl Denoiser {
             }
         }
         if c != x.c() || h != x.h() || w != x.w() {
-            return Err(Error::Shape(format!("{}: output {c}x{h}x{w} does not match the input", self.name)));
+            return Err(Error::shape(format!("{} output", self.name), &[n, c, h, w], "must match the input"));
         }
         if self.residual {
             d.iter_mut().zip(x.data()).for_each(|(r, v)| *r = v - *r);

@@ -35,13 +35,13 @@ pub struct TvConfig {
     pub tol: f64,
 }
 
-fn nan_guard(x: &Tensor, method: &str, k: usize) -> Result<()> {
+fn nan_guard(x: &Tensor, method: &'static str, k: usize) -> Result<()> {
     let m = x.max_abs();
     if !m.is_finite() {
-        return Err(Error::Numeric(format!("{method}: the iterate became NaN or infinite at iteration {k}")));
+        return Err(Error::NonFinite { method, step: k });
     }
     if m > 1e3 {
-        return Err(Error::Numeric(format!("{method}: the iterate diverged at iteration {k} (max |x| = {m:.3e})")));
+        return Err(Error::Diverged { method, step: k, max_abs: m as f64 });
     }
     Ok(())
 }

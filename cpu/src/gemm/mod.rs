@@ -5,7 +5,8 @@
 //! - `B` (K x N) is anything implementing [`BSource`]: a strided matrix ([`DenseB`]) or an
 //!   implicit im2col view of an image (see `crate::nn::conv`), packed block by block into
 //!   thread-local buffers, so no im2col matrix is ever materialised.
-//! - The microkernel is chosen at run time ([`Isa`]); `DIFFINV_ISA=scalar|avx2|avx512` overrides.
+//! - The microkernel is chosen per call ([`Isa`]; [`crate::CpuContext`] carries the choice,
+//!   [`Isa::best`] is this CPU's fastest).
 //! - Parallelism is over output tiles only: every element of C is reduced over K in the same order
 //!   whatever the thread count, so results are bit-identical on 1 or 64 threads.
 
@@ -21,18 +22,17 @@ pub const KC: usize = 256;
 /// Target width (columns of C) of one task's block.
 const NC: usize = 512;
 
-/// The kernel used when none is asked for: `DIFFINV_ISA` if set and available, else the best.
-pub fn default_isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let best = *Isa::all_available().last().expect("scalar is always available");
-        match std::env::var("DIFFINV_ISA").ok().as_deref() {
-            Some("scalar") => Isa::Scalar,
-            Some("avx2") if Isa::Avx2.available() => Isa::Avx2,
-            Some("avx512") if Isa::Avx512.available() => Isa::Avx512,
-            _ => best,
-        }
-    })
+impl Isa {
+    /// The fastest f32 kernel this CPU runs (detected once).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::all_available().last().expect("scalar is always available"))
+    }
+
+    /// Parses a kernel name (`scalar`, `avx2`, `avx512`).
+    pub fn parse(name: &str) -> Option<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name)
+    }
 }
 
 /// `A` packed into `MR`-row panels, each `K x MR` k-major, zero-padded past row `m`; or, for
@@ -243,15 +243,10 @@ thread_local! {
     static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `C (m x n, row stride ldc) = A B + epilogue` with the default kernel.
-pub fn gemm(a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
-    gemm_with(default_isa(), a, b, c, ldc, epi)
-}
-
 /// The largest packed B (in floats) that is packed once and shared between tasks.
 const SHARED_B_MAX: usize = 4 << 20;
 
-/// [`gemm`] with an explicit kernel (which must be available).
+/// `C (m x n, row stride ldc) = A B + epilogue` with kernel `isa` (which must be available).
 pub fn gemm_with(isa: Isa, a: &PackedA, b: &impl BSource, c: &mut [f32], ldc: usize, epi: Epilogue<'_>) {
     gemm_run(isa, a, b, c, ldc, epi, true)
 }
@@ -559,6 +554,7 @@ unsafe fn apply_epilogue(c: SendPtr, ldc: usize, epi: Epilogue<'_>, r0: usize, r
 /// the fly; for small or one-off products (attention, tests).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
+    isa: Isa,
     m: usize,
     n: usize,
     k: usize,
@@ -574,5 +570,5 @@ pub fn sgemm(
 ) {
     let pa = PackedA::pack(m, k, a, rsa, csa);
     let pb = DenseB { data: b, k, n, rs: rsb, cs: csb };
-    gemm(&pa, &pb, c, ldc, Epilogue { accumulate, ..Default::default() });
+    gemm_with(isa, &pa, &pb, c, ldc, Epilogue { accumulate, ..Default::default() });
 }

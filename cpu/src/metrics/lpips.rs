@@ -2,12 +2,13 @@
 //! take five ReLU feature maps, unit-normalise each over channels, weight the squared difference
 //! by the learned 1x1 "lin" layer, average over space and sum over layers.
 
-use crate::checkpoint::Checkpoint;
+use crate::context::CpuContext;
 use crate::error::{Error, Result};
 use crate::nn::Conv2d;
 use crate::tensor::Tensor;
+use diffinv_model::checkpoint::Checkpoint;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +27,9 @@ impl LpipsNet {
             LpipsNet::Vgg => "vgg",
         }
     }
-    /// The shipped weights' path (`$DIFFINV_ASSETS` overrides the repository's `assets/`).
-    pub fn default_path(self) -> PathBuf {
-        let dir = std::env::var_os("DIFFINV_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
-        dir.join(format!("weights/lpips_{}_v0.1.safetensors", self.name()))
+    /// The shipped weights' file name (`lpips_alex_v0.1.safetensors`).
+    pub fn file_name(self) -> String {
+        format!("lpips_{}_v0.1.safetensors", self.name())
     }
 }
 
@@ -55,14 +53,19 @@ const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
 const SCALE: [f32; 3] = [0.458, 0.448, 0.450];
 
 impl Lpips {
-    /// Loads the shipped weights of `net`.
-    pub fn load(net: LpipsNet) -> Result<Self> {
-        Self::from_file(net, &net.default_path())
+    /// Loads `net` from a safetensors file with torchvision `features.N.*` and `linK.model.1.weight`.
+    ///
+    /// # Errors
+    /// The file cannot be read or lacks a tensor of the backbone.
+    pub fn from_file(net: LpipsNet, path: &Path) -> Result<Self> {
+        Self::from_checkpoint(net, &Checkpoint::open(path)?)
     }
 
-    /// Loads `net` from a safetensors file with torchvision `features.N.*` and `linK.model.1.weight`.
-    pub fn from_file(net: LpipsNet, path: &Path) -> Result<Self> {
-        let ck = Checkpoint::open(path)?;
+    /// Builds `net` from a parsed weights file (see [`Lpips::from_file`]).
+    ///
+    /// # Errors
+    /// A tensor of the backbone is missing or misshapen.
+    pub fn from_checkpoint(net: LpipsNet, ck: &Checkpoint) -> Result<Self> {
         // (conv index, cin, cout, k, stride, pad) and the layer plan after each conv.
         let (convs, plan): (Vec<ConvSpec>, &[&str]) = match net {
             LpipsNet::Alex => (
@@ -125,7 +128,7 @@ impl Lpips {
             .iter()
             .enumerate()
             .map(|(k, &c)| ck.f32_shaped(&format!("lin{k}.model.1.weight"), &[1, c, 1, 1]))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Lpips { net, layers, lins })
     }
 
@@ -149,7 +152,7 @@ impl Lpips {
                 Layer::Conv(conv) => {
                     let (oh, ow) = conv.out_hw(h, w);
                     let mut o = vec![0.0; n * conv.cout * oh * ow];
-                    conv.forward(&d, n, h, w, &mut o, None, false);
+                    conv.forward(&CpuContext::default(), &d, n, h, w, &mut o, None, false);
                     (d, c, h, w) = (o, conv.cout, oh, ow);
                 }
                 Layer::Relu { tap } => {
@@ -184,7 +187,7 @@ impl Lpips {
     /// The distance of every image of `b` to the same image of `a` (and the five layer terms).
     pub fn distance_layers(&self, a: &Tensor, b: &Tensor) -> Result<Vec<(f64, [f64; 5])>> {
         if a.shape() != b.shape() {
-            return Err(Error::Shape(format!("LPIPS of images of shapes {:?} and {:?}", a.shape(), b.shape())));
+            return Err(Error::mismatch("LPIPS input", &a.shape(), &b.shape()));
         }
         let n = a.n();
         let both = Tensor::stack(&[a, b])?;

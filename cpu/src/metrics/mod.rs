@@ -14,7 +14,7 @@ fn unit(v: f32) -> f64 {
 
 fn check(a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
-        return Err(Error::Shape(format!("cannot compare images of shapes {:?} and {:?}", a.shape(), b.shape())));
+        return Err(Error::mismatch("compared image", &a.shape(), &b.shape()));
     }
     Ok(())
 }
@@ -66,7 +66,7 @@ pub fn ssim(a: &Tensor, b: &Tensor, i: usize) -> Result<f64> {
     check(a, b)?;
     let (c, h, w) = (a.c(), a.h(), a.w());
     if h < 11 || w < 11 {
-        return Err(Error::Shape(format!("SSIM needs images of at least 11x11, got {h}x{w}")));
+        return Err(Error::shape("SSIM input", &a.shape(), "needs images of at least 11x11"));
     }
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let pad = 5;

@@ -2,16 +2,9 @@
 //! `L x L` scores materialised at a time.
 
 use super::{Conv2d, GroupNorm};
-use crate::gemm::sgemm;
-
-/// How the `qkv` channels are split into heads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionOrder {
-    /// `QKVAttentionLegacy`: heads first, then q, k, v within a head.
-    Legacy,
-    /// `QKVAttention`: q, k, v first, then heads.
-    New,
-}
+use crate::context::CpuContext;
+use crate::gemm::{sgemm, Isa};
+pub use diffinv_model::AttentionOrder;
 
 /// The attention block.
 #[derive(Clone, Debug)]
@@ -48,40 +41,50 @@ impl AttentionBlock {
     /// the qkv activations (`n x 3C x L`) that the backward pass needs; `scratch` holds
     /// `C x L + L x L` floats.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(&self, x: &[f32], n: usize, hw: usize, y: &mut [f32], qkv_out: &mut [f32], scratch: &mut Vec<f32>) {
+    pub fn forward(
+        &self,
+        ctx: &CpuContext,
+        x: &[f32],
+        n: usize,
+        hw: usize,
+        y: &mut [f32],
+        qkv_out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         let c = self.channels;
         let l = hw;
         // y temporarily holds GN(x).
         self.norm.forward(x, n, l, None, false, y);
-        self.qkv.forward(y, n, 1, l, qkv_out, None, false);
+        let f32_ctx = ctx.precision(super::Precision::F32);
+        self.qkv.forward(&f32_ctx, y, n, 1, l, qkv_out, None, false);
         scratch.resize(c * l + l * l, 0.0);
         let (a, s) = scratch.split_at_mut(c * l);
         for i in 0..n {
             let qkv = &qkv_out[i * 3 * c * l..(i + 1) * 3 * c * l];
             for h in 0..self.heads {
-                self.head_forward(qkv, h, l, s, &mut a[h * self.d() * l..(h + 1) * self.d() * l]);
+                self.head_forward(ctx.isa, qkv, h, l, s, &mut a[h * self.d() * l..(h + 1) * self.d() * l]);
             }
             let (xi, yi) = (&x[i * c * l..(i + 1) * c * l], &mut y[i * c * l..(i + 1) * c * l]);
-            self.proj.forward(a, 1, 1, l, yi, Some(xi), false);
+            self.proj.forward(&f32_ctx, a, 1, 1, l, yi, Some(xi), false);
         }
     }
 
     /// Softmax weights `w = softmax_s(q^T k / sqrt(d))` of head `h` into `s` (`L x L`).
-    fn weights(&self, qkv: &[f32], h: usize, l: usize, s: &mut [f32]) {
+    fn weights(&self, isa: Isa, qkv: &[f32], h: usize, l: usize, s: &mut [f32]) {
         let d = self.d();
         let (qr, kr, _) = self.qkv_rows(h);
         let (q, k) = (&qkv[qr * l..(qr + d) * l], &qkv[kr * l..(kr + d) * l]);
-        sgemm(l, l, d, q, 1, l, k, l, 1, s, l, false);
+        sgemm(isa, l, l, d, q, 1, l, k, l, 1, s, l, false);
         softmax_rows(s, l, 1.0 / (d as f32).sqrt());
     }
 
-    fn head_forward(&self, qkv: &[f32], h: usize, l: usize, s: &mut [f32], a: &mut [f32]) {
+    fn head_forward(&self, isa: Isa, qkv: &[f32], h: usize, l: usize, s: &mut [f32], a: &mut [f32]) {
         let d = self.d();
-        self.weights(qkv, h, l, s);
+        self.weights(isa, qkv, h, l, s);
         let (_, _, vr) = self.qkv_rows(h);
         let v = &qkv[vr * l..(vr + d) * l];
         // a[c, t] = sum_s v[c, s] w[t, s]
-        sgemm(d, l, l, v, l, 1, s, 1, l, a, l, false);
+        sgemm(isa, d, l, l, v, l, 1, s, 1, l, a, l, false);
     }
 
     /// The input gradient `gx (+)= d/dx sum(gy * y)`, given the forward's `x` and `qkv`.
@@ -89,6 +92,7 @@ impl AttentionBlock {
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
+        ctx: &CpuContext,
         x: &[f32],
         qkv: &[f32],
         n: usize,
@@ -98,7 +102,8 @@ impl AttentionBlock {
         accumulate: bool,
         scratch: &mut Vec<f32>,
     ) {
-        let (c, l, d) = (self.channels, hw, self.d());
+        let (c, l, d, isa) = (self.channels, hw, self.d(), ctx.isa);
+        let f32_ctx = ctx.precision(super::Precision::F32);
         scratch.resize(4 * c * l + 2 * l * l, 0.0);
         let (da, rest) = scratch.split_at_mut(c * l);
         let (dqkv, rest) = rest.split_at_mut(3 * c * l);
@@ -107,21 +112,21 @@ impl AttentionBlock {
         for i in 0..n {
             let qi = &qkv[i * 3 * c * l..(i + 1) * 3 * c * l];
             let gyi = &gy[i * c * l..(i + 1) * c * l];
-            self.proj.backward_input(gyi, 1, 1, l, da, false);
+            self.proj.backward_input(&f32_ctx, gyi, 1, 1, l, da, false);
             for h in 0..self.heads {
                 let (qr, kr, vr) = self.qkv_rows(h);
                 let dah = &da[h * d * l..(h + 1) * d * l];
-                self.weights(qi, h, l, w);
+                self.weights(isa, qi, h, l, w);
                 let (q, k, v) = (&qi[qr * l..(qr + d) * l], &qi[kr * l..(kr + d) * l], &qi[vr * l..(vr + d) * l]);
                 // dW[t, s] = sum_c da[c, t] v[c, s];  dV[c, s] = sum_t da[c, t] W[t, s]
-                sgemm(l, l, d, dah, 1, l, v, l, 1, dw, l, false);
-                sgemm(d, l, l, dah, l, 1, w, l, 1, &mut dqkv[vr * l..(vr + d) * l], l, false);
+                sgemm(isa, l, l, d, dah, 1, l, v, l, 1, dw, l, false);
+                sgemm(isa, d, l, l, dah, l, 1, w, l, 1, &mut dqkv[vr * l..(vr + d) * l], l, false);
                 softmax_backward_rows(w, dw, l, 1.0 / (d as f32).sqrt());
                 // dw now holds dS (scaled): dQ[c, t] = sum_s k[c, s] dS[t, s]; dK[c, s] = sum_t q[c, t] dS[t, s]
-                sgemm(d, l, l, k, l, 1, dw, 1, l, &mut dqkv[qr * l..(qr + d) * l], l, false);
-                sgemm(d, l, l, q, l, 1, dw, l, 1, &mut dqkv[kr * l..(kr + d) * l], l, false);
+                sgemm(isa, d, l, l, k, l, 1, dw, 1, l, &mut dqkv[qr * l..(qr + d) * l], l, false);
+                sgemm(isa, d, l, l, q, l, 1, dw, l, 1, &mut dqkv[kr * l..(kr + d) * l], l, false);
             }
-            self.qkv.backward_input(dqkv, 1, 1, l, &mut dh, false);
+            self.qkv.backward_input(&f32_ctx, dqkv, 1, 1, l, &mut dh, false);
             let (xi, gxi) = (&x[i * c * l..(i + 1) * c * l], &mut gx[i * c * l..(i + 1) * c * l]);
             self.norm.backward(xi, 1, l, None, false, &dh, gxi, accumulate);
             for (o, &g) in gxi.iter_mut().zip(gyi) {

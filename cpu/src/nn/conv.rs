@@ -2,16 +2,13 @@
 //! col[(ci,ky,kx), p] + bias[co]`, with the weights packed once at load time.
 
 use super::winograd::{self, WinogradWeights};
-use crate::gemm::{default_isa, gemm_with, BSource, DenseB, Epilogue, Isa, PackedA};
+use crate::context::CpuContext;
+use crate::gemm::{gemm_with, BSource, DenseB, Epilogue, Isa, PackedA};
+use diffinv_model::desc::Desc;
+use diffinv_model::ConvGeom;
 
 /// Feature maps at least this wide run 3x3 stride-1 convolutions by Winograd F(2x2, 3x3).
 pub const WINOGRAD_MIN: usize = 16;
-
-/// Whether Winograd is used (`DIFFINV_WINOGRAD=0` turns it off, for comparisons).
-fn winograd_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("DIFFINV_WINOGRAD").map_or(true, |v| v != "0"))
-}
 
 /// The arithmetic of the convolutions' GEMMs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,13 +20,13 @@ pub enum Precision {
     Bf16,
 }
 
-/// The A matrix and kernel for a precision: the bf16 packing is made on first use.
-fn pick<'a>(prec: Precision, f32_pack: &'a PackedA, bf16: &'a std::sync::OnceLock<PackedA>) -> (Isa, &'a PackedA) {
-    if prec == Precision::Bf16 && Isa::Avx512Bf16.available() {
+/// The A matrix and kernel for a context: the bf16 packing is made on first use.
+fn pick<'a>(ctx: &CpuContext, f32_pack: &'a PackedA, bf16: &'a std::sync::OnceLock<PackedA>) -> (Isa, &'a PackedA) {
+    if ctx.uses_bf16() {
         let p = bf16.get_or_init(|| PackedA::pack_with(f32_pack.m(), f32_pack.k(), true, |i, q| f32_pack.get(i, q)));
         (Isa::Avx512Bf16, p)
     } else {
-        (default_isa(), f32_pack)
+        (ctx.isa, f32_pack)
     }
 }
 
@@ -227,7 +224,8 @@ pub struct Conv2d {
     packed_bf16: std::sync::OnceLock<PackedA>,
     packed_t_bf16: std::sync::OnceLock<PackedA>,
     cache_transposed: bool,
-    /// Keep the bf16 Winograd weights even when `cache_transposed` is off.
+    /// Keep the bf16 weights made by a bf16 call even when `cache_transposed` is off (the
+    /// default: a model run in bf16 pays their memory rather than a transform per call).
     cache_bf16: bool,
     /// Winograd-transformed weights (forward, adjoint) x (f32, bf16), made on first use.
     wino: [std::sync::OnceLock<WinogradWeights>; 4],
@@ -259,19 +257,30 @@ impl Conv2d {
             packed_bf16: std::sync::OnceLock::new(),
             packed_t_bf16: std::sync::OnceLock::new(),
             cache_transposed: true,
-            cache_bf16: false,
+            cache_bf16: true,
             wino: Default::default(),
         }
     }
 
+    /// A convolution from a model description's layer.
+    pub fn from_desc(c: &diffinv_model::Conv<Desc>) -> Self {
+        let g = c.geom;
+        Conv2d::new(c.layer.weight.clone(), Some(c.layer.bias.clone()), g.cin, g.cout, g.k, g.stride, g.pad)
+    }
+
+    /// The geometry.
+    pub fn geom(&self) -> ConvGeom {
+        ConvGeom { cin: self.cin, cout: self.cout, k: self.k, stride: self.stride, pad: self.pad }
+    }
+
     /// Output height and width for an `h x w` input.
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
+        self.geom().out_hw(h, w)
     }
 
     /// Multiply-adds per output pixel times 2: the layer's FLOPs per pixel.
     pub fn flops_per_pixel(&self) -> f64 {
-        2.0 * (self.cin * self.cout * self.k * self.k) as f64
+        self.geom().flops_per_pixel()
     }
 
     /// The OIHW weights (unpacked copy).
@@ -284,10 +293,12 @@ impl Conv2d {
         &self.bias
     }
 
-    /// `out = conv(x) + bias (+ residual) (+ out if accumulate)` for a batch of `n` images.
+    /// `out = conv(x) + bias (+ residual) (+ out if accumulate)` for a batch of `n` images,
+    /// computed as `ctx` says. Maps up to 32x32 pixels fold the batch into one GEMM.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
+        ctx: &CpuContext,
         x: &[f32],
         n: usize,
         h: usize,
@@ -295,29 +306,12 @@ impl Conv2d {
         out: &mut [f32],
         residual: Option<&[f32]>,
         accumulate: bool,
-    ) {
-        self.forward_p(x, n, h, w, out, residual, accumulate, Precision::F32)
-    }
-
-    /// [`Conv2d::forward`] at a chosen precision. Maps up to 32x32 pixels fold the batch
-    /// into one GEMM.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_p(
-        &self,
-        x: &[f32],
-        n: usize,
-        h: usize,
-        w: usize,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-        accumulate: bool,
-        prec: Precision,
     ) {
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         assert!(x.len() >= n * il && out.len() >= n * ol, "conv: buffer sizes");
-        if self.winograd_fits(h, w) {
-            self.with_winograd(prec, false, |isa, wts| {
+        if self.winograd_fits(ctx, h, w) {
+            self.with_winograd(ctx, false, |isa, wts| {
                 winograd::conv3x3(
                     isa,
                     wts,
@@ -335,7 +329,7 @@ impl Conv2d {
             });
             return;
         }
-        let a = pick(prec, &self.packed, &self.packed_bf16);
+        let a = pick(ctx, &self.packed, &self.packed_bf16);
         if n > 1 && oh * ow <= FOLD_MAX {
             let b = Im2col::batch(x, n, self.cin, h, w, self.k, self.stride, self.pad);
             folded(a, &b, Some(&self.bias), n, self.cout, oh * ow, out, residual, accumulate);
@@ -369,9 +363,8 @@ impl Conv2d {
 
     /// Runs `f` with the adjoint's kernel and weights at precision `prec`: cached, or (for large
     /// models, see [`Conv2d::set_cache_transposed`]) packed for this call only.
-    fn with_transposed<R>(&self, prec: Precision, f: impl FnOnce((Isa, &PackedA)) -> R) -> R {
-        let bf16 = prec == Precision::Bf16 && Isa::Avx512Bf16.available();
-        let isa = if bf16 { Isa::Avx512Bf16 } else { default_isa() };
+    fn with_transposed<R>(&self, ctx: &CpuContext, f: impl FnOnce((Isa, &PackedA)) -> R) -> R {
+        let (bf16, isa) = (ctx.uses_bf16(), ctx.conv_isa());
         if self.cache_transposed || (bf16 && self.cache_bf16) {
             let cell = if bf16 { &self.packed_t_bf16 } else { &self.packed_t };
             f((isa, cell.get_or_init(|| self.pack_transposed(bf16))))
@@ -381,16 +374,15 @@ impl Conv2d {
         }
     }
 
-    fn winograd_fits(&self, h: usize, w: usize) -> bool {
-        self.k == 3 && self.stride == 1 && self.pad == 1 && h >= WINOGRAD_MIN && w >= WINOGRAD_MIN && winograd_on()
+    fn winograd_fits(&self, ctx: &CpuContext, h: usize, w: usize) -> bool {
+        ctx.winograd && self.k == 3 && self.stride == 1 && self.pad == 1 && h >= WINOGRAD_MIN && w >= WINOGRAD_MIN
     }
 
     /// Runs `f` with the Winograd weights of the forward (`adjoint = false`) or adjoint
     /// convolution at `prec`: cached, or transformed for this call only when the weights are not
     /// cached (large models, see [`Conv2d::set_cache_transposed`]).
-    fn with_winograd<R>(&self, prec: Precision, adjoint: bool, f: impl FnOnce(Isa, &WinogradWeights) -> R) -> R {
-        let bf16 = prec == Precision::Bf16 && Isa::Avx512Bf16.available();
-        let isa = if bf16 { Isa::Avx512Bf16 } else { default_isa() };
+    fn with_winograd<R>(&self, ctx: &CpuContext, adjoint: bool, f: impl FnOnce(Isa, &WinogradWeights) -> R) -> R {
+        let (bf16, isa) = (ctx.uses_bf16(), ctx.conv_isa());
         let p = &self.packed;
         let make = || {
             if adjoint {
@@ -442,40 +434,41 @@ impl Conv2d {
 
     /// The input gradient: `gx (+)= conv^T(gy)` for a batch of `n` images of input size `h x w`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward_input(&self, gy: &[f32], n: usize, h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
-        self.backward_input_p(gy, n, h, w, gx, accumulate, Precision::F32)
-    }
-
-    /// [`Conv2d::backward_input`] at a chosen precision.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_input_p(
+    pub fn backward_input(
         &self,
+        ctx: &CpuContext,
         gy: &[f32],
         n: usize,
         h: usize,
         w: usize,
         gx: &mut [f32],
         accumulate: bool,
-        prec: Precision,
     ) {
         let (oh, ow) = self.out_hw(h, w);
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         // A stride-1 "same" convolution's adjoint is the same convolution with the flipped,
         // transposed kernel.
         let same = self.stride == 1 && 2 * self.pad + 1 == self.k;
-        if self.winograd_fits(h, w) {
-            self.with_winograd(prec, true, |isa, wts| {
+        if self.winograd_fits(ctx, h, w) {
+            self.with_winograd(ctx, true, |isa, wts| {
                 winograd::conv3x3(isa, wts, self.cout, self.cin, gy, n, h, w, None, gx, None, accumulate)
             });
             return;
         }
         if !same {
             for i in 0..n {
-                self.backward_col2im(&gy[i * ol..(i + 1) * ol], h, w, &mut gx[i * il..(i + 1) * il], accumulate);
+                self.backward_col2im(
+                    ctx.isa,
+                    &gy[i * ol..(i + 1) * ol],
+                    h,
+                    w,
+                    &mut gx[i * il..(i + 1) * il],
+                    accumulate,
+                );
             }
             return;
         }
-        self.with_transposed(prec, |wt| {
+        self.with_transposed(ctx, |wt| {
             if n > 1 && h * w <= FOLD_MAX {
                 let b = Im2col::batch(gy, n, self.cout, oh, ow, self.k, 1, self.k - 1 - self.pad);
                 folded(wt, &b, None, n, self.cin, h * w, gx, None, accumulate);
@@ -497,13 +490,13 @@ impl Conv2d {
     }
 
     /// General adjoint: `dcol = W^T gy`, then scatter-add the columns back (col2im).
-    fn backward_col2im(&self, gy: &[f32], h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
+    fn backward_col2im(&self, isa: Isa, gy: &[f32], h: usize, w: usize, gx: &mut [f32], accumulate: bool) {
         let (oh, ow) = self.out_hw(h, w);
         let (k, kk) = (self.k, self.k * self.k);
         let rows = self.cin * kk;
         let np = oh * ow;
         let mut col = vec![0.0f32; rows * np];
-        crate::gemm::sgemm(rows, np, self.cout, &self.packed.unpack(), 1, rows, gy, np, 1, &mut col, np, false);
+        crate::gemm::sgemm(isa, rows, np, self.cout, &self.packed.unpack(), 1, rows, gy, np, 1, &mut col, np, false);
         if !accumulate {
             gx.fill(0.0);
         }

@@ -1,6 +1,8 @@
 //! Run-time ISA dispatch for elementwise loops: the same plain-Rust body is compiled for
 //! AVX-512, AVX2+FMA and the baseline, and the best one this CPU has is called. Bodies must only
-//! call `#[inline(always)]` helpers so that they are compiled for the chosen ISA.
+//! call `#[inline(always)]` helpers so that they are compiled for the chosen ISA. Rust neither
+//! reassociates nor contracts float arithmetic, so every copy gives the same bits: the choice is
+//! speed only, and follows the CPU rather than the call's context.
 
 /// Defines `pub fn $name(args)` that dispatches to ISA-specific copies of `$body`.
 #[macro_export]
@@ -15,8 +17,8 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) $body
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $body
-                match $crate::gemm::default_isa() {
-                    // SAFETY: default_isa only returns ISAs this CPU has.
+                match $crate::gemm::Isa::best() {
+                    // SAFETY: Isa::best only returns ISAs this CPU has.
                     $crate::gemm::Isa::Avx512 | $crate::gemm::Isa::Avx512Bf16 => return unsafe { avx512($($arg),*) },
                     $crate::gemm::Isa::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::gemm::Isa::Scalar => {}

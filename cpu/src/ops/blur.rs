@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use rustfft::num_complex::Complex64;
-use rustfft::FftPlanner;
+use rustfft::{Fft, FftPlanner};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Kernels up to this size are applied directly, larger ones by FFT.
 pub const DIRECT_MAX: usize = 21;
@@ -37,19 +39,128 @@ fn reflect(i: isize, n: usize) -> usize {
     }) as usize
 }
 
-/// The blur operator: one kernel for the batch, or one per image.
-#[derive(Clone, Debug)]
+/// The blur operator: one kernel for the batch, or one per image. FFT plans and kernel spectra
+/// are made once per image size and kept.
 pub struct Blur {
     kernels: Vec<Kernel>,
+    plans: Mutex<PlanCache>,
+}
+
+/// Every kernel's FFT plans, by image size `(h, w)`.
+type PlanCache = HashMap<(usize, usize), Arc<Vec<KernelPlans>>>;
+
+impl Clone for Blur {
+    fn clone(&self) -> Self {
+        Blur { kernels: self.kernels.clone(), plans: Mutex::default() }
+    }
+}
+
+impl std::fmt::Debug for Blur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blur").field("kernels", &self.kernels).finish_non_exhaustive()
+    }
+}
+
+/// A 2-D FFT of one grid size: row and column plans, forward and inverse.
+struct Grid {
+    h: usize,
+    w: usize,
+    rows: [Arc<dyn Fft<f64>>; 2],
+    cols: [Arc<dyn Fft<f64>>; 2],
+}
+
+impl Grid {
+    fn new(planner: &mut FftPlanner<f64>, h: usize, w: usize) -> Self {
+        let rows = [planner.plan_fft_forward(w), planner.plan_fft_inverse(w)];
+        let cols = [planner.plan_fft_forward(h), planner.plan_fft_inverse(h)];
+        Grid { h, w, rows, cols }
+    }
+
+    /// 2-D FFT of a row-major `h x w` complex plane, in place (normalised when inverse).
+    fn fft2(&self, data: &mut [Complex64], inverse: bool) {
+        let (h, w) = (self.h, self.w);
+        let (fr, fc) = (&self.rows[usize::from(inverse)], &self.cols[usize::from(inverse)]);
+        let mut scratch = vec![Complex64::default(); fr.get_inplace_scratch_len().max(fc.get_inplace_scratch_len())];
+        for row in data.chunks_mut(w) {
+            fr.process_with_scratch(row, &mut scratch[..fr.get_inplace_scratch_len()]);
+        }
+        let mut col = vec![Complex64::default(); h];
+        for j in 0..w {
+            for i in 0..h {
+                col[i] = data[i * w + j];
+            }
+            fc.process_with_scratch(&mut col, &mut scratch[..fc.get_inplace_scratch_len()]);
+            for i in 0..h {
+                data[i * w + j] = col[i];
+            }
+        }
+        if inverse {
+            let s = 1.0 / (h * w) as f64;
+            data.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
+    /// The kernel's spectrum on this grid, the kernel placed at (0, 0) shifted by `-shift`.
+    fn kernel_spectrum(&self, k: &Kernel, shift: usize) -> Vec<Complex64> {
+        let (hh, ww) = (self.h, self.w);
+        let mut kf = vec![Complex64::default(); hh * ww];
+        for a in 0..k.size {
+            for b in 0..k.size {
+                let i = (a + hh - shift % hh) % hh;
+                let j = (b + ww - shift % ww) % ww;
+                kf[i * ww + j] += Complex64::new(k.data[a * k.size + b] as f64, 0.0);
+            }
+        }
+        self.fft2(&mut kf, false);
+        kf
+    }
+}
+
+/// One kernel's FFT data for one image size: the reflect-padded grid with the kernel's
+/// spectrum, and the image grid with the circular (centred) spectrum.
+struct KernelPlans {
+    padded: Grid,
+    padded_spectrum: Vec<Complex64>,
+    plain: Grid,
+    circular_spectrum: Vec<Complex64>,
+}
+
+impl KernelPlans {
+    fn new(planner: &mut FftPlanner<f64>, k: &Kernel, h: usize, w: usize) -> Self {
+        let padded = Grid::new(planner, h + k.size - 1, w + k.size - 1);
+        let plain = Grid::new(planner, h, w);
+        let padded_spectrum = padded.kernel_spectrum(k, 0);
+        let circular_spectrum = plain.kernel_spectrum(k, k.size / 2);
+        KernelPlans { padded, padded_spectrum, plain, circular_spectrum }
+    }
 }
 
 impl Blur {
     /// A blur with one kernel for every image, or one per image of the batch.
     pub fn new(kernels: Vec<Kernel>) -> Result<Self> {
         if kernels.is_empty() || kernels.iter().any(|k| k.size % 2 == 0 || k.data.len() != k.size * k.size) {
-            return Err(Error::Config("blur kernels must be square with an odd side".into()));
+            let k = kernels.iter().find(|k| k.size % 2 == 0 || k.data.len() != k.size * k.size);
+            let shape = k.map_or(vec![0], |k| vec![k.size, k.data.len() / k.size.max(1)]);
+            return Err(Error::shape("blur kernel", &shape, "must be square with an odd side"));
         }
-        Ok(Blur { kernels })
+        Ok(Blur { kernels, plans: Mutex::default() })
+    }
+
+    /// Every kernel's FFT plans and spectra for `h x w` images, made on first use.
+    fn plans(&self, h: usize, w: usize) -> Arc<Vec<KernelPlans>> {
+        let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((h, w))
+            .or_insert_with(|| {
+                let mut planner = FftPlanner::new();
+                Arc::new(self.kernels.iter().map(|k| KernelPlans::new(&mut planner, k, h, w)).collect())
+            })
+            .clone()
+    }
+
+    /// The plans of image `i`'s kernel.
+    fn plan<'p>(&self, plans: &'p [KernelPlans], i: usize) -> &'p KernelPlans {
+        &plans[if self.kernels.len() == 1 { 0 } else { i }]
     }
 
     /// The kernel of image `i`.
@@ -59,18 +170,21 @@ impl Blur {
 
     fn check(&self, x: &Tensor) -> Result<()> {
         if self.kernels.len() != 1 && self.kernels.len() != x.n() {
-            return Err(Error::Shape(format!("{} blur kernels for a batch of {}", self.kernels.len(), x.n())));
+            return Err(Error::shape(
+                "blur input",
+                &x.shape(),
+                format!("{} kernels for this batch", self.kernels.len()),
+            ));
         }
         for i in 0..x.n() {
             let p = self.kernel(i).size / 2;
             if p >= x.h() || p >= x.w() {
-                return Err(Error::Shape(format!(
-                    "a {}x{} kernel needs images larger than {}x{} (reflect padding)",
-                    self.kernel(i).size,
-                    self.kernel(i).size,
-                    x.h(),
-                    x.w()
-                )));
+                let k = self.kernel(i).size;
+                return Err(Error::shape(
+                    "blur input",
+                    &x.shape(),
+                    format!("a {k}x{k} kernel needs images larger than {p}x{p} (reflect padding)"),
+                ));
             }
         }
         Ok(())
@@ -82,11 +196,12 @@ impl Blur {
         let mut y = Tensor::zeros(x.shape());
         let (c, h, w) = (x.c(), x.h(), x.w());
         let hw = h * w;
+        let plans = self.plans(h, w);
         y.data_mut().par_chunks_mut(hw).enumerate().for_each(|(ic, yc)| {
             let k = self.kernel(ic / c);
             let xc = &x.data()[ic * hw..(ic + 1) * hw];
             if use_fft(m, k) {
-                fft_forward(xc, h, w, k, yc)
+                fft_forward(xc, h, w, k, self.plan(&plans, ic / c), yc)
             } else {
                 direct_forward(xc, h, w, k, yc)
             }
@@ -100,10 +215,15 @@ impl Blur {
         let mut x = Tensor::zeros(y.shape());
         let (c, h, w) = (y.c(), y.h(), y.w());
         let hw = h * w;
+        let plans = self.plans(h, w);
         x.data_mut().par_chunks_mut(hw).enumerate().for_each(|(ic, xc)| {
             let k = self.kernel(ic / c);
             let yc = &y.data()[ic * hw..(ic + 1) * hw];
-            let q = if use_fft(m, k) { fft_adjoint_padded(yc, h, w, k) } else { direct_adjoint_padded(yc, h, w, k) };
+            let q = if use_fft(m, k) {
+                fft_adjoint_padded(yc, h, w, k, self.plan(&plans, ic / c))
+            } else {
+                direct_adjoint_padded(yc, h, w, k)
+            };
             fold(&q, h, w, k.size, xc);
         });
         Ok(x)
@@ -116,9 +236,9 @@ impl Blur {
         let mut out = Tensor::zeros(b.shape());
         let (c, h, w) = (b.c(), b.h(), b.w());
         let hw = h * w;
+        let plans = self.plans(h, w);
         out.data_mut().par_chunks_mut(hw).enumerate().for_each(|(ic, oc)| {
-            let k = self.kernel(ic / c);
-            circular_solve_plane(&b.data()[ic * hw..(ic + 1) * hw], h, w, k, rho, oc);
+            circular_solve_plane(&b.data()[ic * hw..(ic + 1) * hw], self.plan(&plans, ic / c), rho, oc);
         });
         Ok(out)
     }
@@ -132,23 +252,25 @@ impl Blur {
         let mut x = self.circular_solve(&rhs, rho)?;
         let (c, h, w) = (y.c(), y.h(), y.w());
         let hw = h * w;
+        let plans = self.plans(h, w);
         let planes: Vec<(usize, &mut [f32])> = x.data_mut().chunks_mut(hw).enumerate().collect();
         planes.into_par_iter().for_each(|(ic, xc)| {
-            let k = self.kernel(ic / c);
+            let (k, kp) = (self.kernel(ic / c), self.plan(&plans, ic / c));
             let b = &rhs.data()[ic * hw..(ic + 1) * hw];
             let mut apply = |v: &[f32], out: &mut [f32]| {
                 let mut t = vec![0.0f32; hw];
-                direct_or_fft_forward(v, h, w, k, &mut t);
                 let q = if k.size <= DIRECT_MAX {
+                    direct_forward(v, h, w, k, &mut t);
                     direct_adjoint_padded(&t, h, w, k)
                 } else {
-                    fft_adjoint_padded(&t, h, w, k)
+                    fft_forward(v, h, w, k, kp, &mut t);
+                    fft_adjoint_padded(&t, h, w, k, kp)
                 };
                 out.fill(0.0);
                 fold(&q, h, w, k.size, out);
                 out.iter_mut().zip(v).for_each(|(o, v)| *o += rho as f32 * v);
             };
-            let mut pre = |r: &[f32], z: &mut [f32]| circular_solve_plane(r, h, w, k, rho, z);
+            let mut pre = |r: &[f32], z: &mut [f32]| circular_solve_plane(r, kp, rho, z);
             cg(&mut apply, Some(&mut pre), b, xc, 1e-6, 100);
         });
         Ok(x)
@@ -160,14 +282,6 @@ fn use_fft(m: Method, k: &Kernel) -> bool {
         Method::Direct => false,
         Method::Fft => true,
         Method::Auto => k.size > DIRECT_MAX,
-    }
-}
-
-fn direct_or_fft_forward(x: &[f32], h: usize, w: usize, k: &Kernel, y: &mut [f32]) {
-    if k.size <= DIRECT_MAX {
-        direct_forward(x, h, w, k, y)
-    } else {
-        fft_forward(x, h, w, k, y)
     }
 }
 
@@ -234,56 +348,14 @@ fn direct_adjoint_padded(y: &[f32], h: usize, w: usize, k: &Kernel) -> Vec<f64> 
     q
 }
 
-/// 2-D FFT of a row-major `h x w` complex plane, in place.
-fn fft2(data: &mut [Complex64], h: usize, w: usize, inverse: bool) {
-    let mut planner = FftPlanner::<f64>::new();
-    let (fr, fc) = if inverse {
-        (planner.plan_fft_inverse(w), planner.plan_fft_inverse(h))
-    } else {
-        (planner.plan_fft_forward(w), planner.plan_fft_forward(h))
-    };
-    for row in data.chunks_mut(w) {
-        fr.process(row);
-    }
-    let mut col = vec![Complex64::default(); h];
-    for j in 0..w {
-        for i in 0..h {
-            col[i] = data[i * w + j];
-        }
-        fc.process(&mut col);
-        for i in 0..h {
-            data[i * w + j] = col[i];
-        }
-    }
-    if inverse {
-        let s = 1.0 / (h * w) as f64;
-        data.iter_mut().for_each(|v| *v *= s);
-    }
-}
-
-/// The kernel's FFT on an `hh x ww` grid, the kernel placed at (0, 0) shifted by `-shift`.
-fn kernel_fft(k: &Kernel, hh: usize, ww: usize, shift: usize) -> Vec<Complex64> {
-    let mut kf = vec![Complex64::default(); hh * ww];
-    for a in 0..k.size {
-        for b in 0..k.size {
-            let i = (a + hh - shift % hh) % hh;
-            let j = (b + ww - shift % ww) % ww;
-            kf[i * ww + j] += Complex64::new(k.data[a * k.size + b] as f64, 0.0);
-        }
-    }
-    fft2(&mut kf, hh, ww, false);
-    kf
-}
-
-fn fft_forward(x: &[f32], h: usize, w: usize, k: &Kernel, y: &mut [f32]) {
+fn fft_forward(x: &[f32], h: usize, w: usize, k: &Kernel, kp: &KernelPlans, y: &mut [f32]) {
     let ks = k.size;
-    let (hp, wp) = (h + ks - 1, w + ks - 1);
+    let wp = w + ks - 1;
     // Circular correlation on the padded grid equals the valid correlation where no index wraps.
     let mut p: Vec<Complex64> = padded(x, h, w, ks).into_iter().map(|v| Complex64::new(v as f64, 0.0)).collect();
-    fft2(&mut p, hp, wp, false);
-    let kf = kernel_fft(k, hp, wp, 0);
-    p.iter_mut().zip(&kf).for_each(|(a, b)| *a *= b.conj());
-    fft2(&mut p, hp, wp, true);
+    kp.padded.fft2(&mut p, false);
+    p.iter_mut().zip(&kp.padded_spectrum).for_each(|(a, b)| *a *= b.conj());
+    kp.padded.fft2(&mut p, true);
     for i in 0..h {
         for j in 0..w {
             y[i * w + j] = p[i * wp + j].re as f32;
@@ -291,7 +363,7 @@ fn fft_forward(x: &[f32], h: usize, w: usize, k: &Kernel, y: &mut [f32]) {
     }
 }
 
-fn fft_adjoint_padded(y: &[f32], h: usize, w: usize, k: &Kernel) -> Vec<f64> {
+fn fft_adjoint_padded(y: &[f32], h: usize, w: usize, k: &Kernel, kp: &KernelPlans) -> Vec<f64> {
     let ks = k.size;
     let (hp, wp) = (h + ks - 1, w + ks - 1);
     let mut q = vec![Complex64::default(); hp * wp];
@@ -300,19 +372,17 @@ fn fft_adjoint_padded(y: &[f32], h: usize, w: usize, k: &Kernel) -> Vec<f64> {
             q[i * wp + j] = Complex64::new(y[i * w + j] as f64, 0.0);
         }
     }
-    fft2(&mut q, hp, wp, false);
-    let kf = kernel_fft(k, hp, wp, 0);
-    q.iter_mut().zip(&kf).for_each(|(a, b)| *a *= b);
-    fft2(&mut q, hp, wp, true);
+    kp.padded.fft2(&mut q, false);
+    q.iter_mut().zip(&kp.padded_spectrum).for_each(|(a, b)| *a *= b);
+    kp.padded.fft2(&mut q, true);
     q.into_iter().map(|v| v.re).collect()
 }
 
-fn circular_solve_plane(b: &[f32], h: usize, w: usize, k: &Kernel, rho: f64, out: &mut [f32]) {
+fn circular_solve_plane(b: &[f32], kp: &KernelPlans, rho: f64, out: &mut [f32]) {
     let mut bf: Vec<Complex64> = b.iter().map(|&v| Complex64::new(v as f64, 0.0)).collect();
-    fft2(&mut bf, h, w, false);
-    let kf = kernel_fft(k, h, w, k.size / 2);
-    bf.iter_mut().zip(&kf).for_each(|(v, kv)| *v /= kv.norm_sqr() + rho);
-    fft2(&mut bf, h, w, true);
+    kp.plain.fft2(&mut bf, false);
+    bf.iter_mut().zip(&kp.circular_spectrum).for_each(|(v, kv)| *v /= kv.norm_sqr() + rho);
+    kp.plain.fft2(&mut bf, true);
     out.iter_mut().zip(&bf).for_each(|(o, v)| *o = v.re as f32);
 }
 

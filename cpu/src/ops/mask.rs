@@ -18,7 +18,7 @@ pub struct BoxSpec {
 /// A box of side `size` at a seeded random position at least `margin` from every border.
 pub fn random_box(h: usize, w: usize, size: usize, margin: usize, rng: &mut NoiseStream) -> Result<BoxSpec> {
     if size + 2 * margin > h.min(w) {
-        return Err(Error::Config(format!("a {size} px box with a {margin} px margin does not fit a {h}x{w} image")));
+        return Err(Error::parameter("box size", size, format!("with a {margin} px margin must fit a {h}x{w} image")));
     }
     let pick = |n: usize, rng: &mut NoiseStream| {
         margin + ((rng.next_uniform() * (n - size - 2 * margin + 1) as f64) as usize).min(n - size - 2 * margin)
@@ -31,10 +31,11 @@ pub fn random_box(h: usize, w: usize, size: usize, margin: usize, rng: &mut Nois
 /// The mask (`1 x c x h x w`) with `b`'s square set to 0.
 pub fn box_mask(c: usize, h: usize, w: usize, b: BoxSpec) -> Result<Tensor> {
     if b.size == 0 || b.x + b.size > w || b.y + b.size > h {
-        return Err(Error::Config(format!(
-            "box at ({}, {}) of size {} does not fit a {h}x{w} image",
-            b.x, b.y, b.size
-        )));
+        return Err(Error::parameter(
+            "box",
+            format!("{},{},{}", b.x, b.y, b.size),
+            format!("must be a non-empty square inside the {h}x{w} image"),
+        ));
     }
     let mut m = Tensor::full([1, c, h, w], 1.0);
     for ch in 0..c {
@@ -49,7 +50,7 @@ pub fn box_mask(c: usize, h: usize, w: usize, b: BoxSpec) -> Result<Tensor> {
 /// uniformly without replacement (as DPS's `random` mask does).
 pub fn random_mask(c: usize, h: usize, w: usize, missing: f64, rng: &mut NoiseStream) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&missing) {
-        return Err(Error::Config(format!("missing fraction {missing} is not in [0, 1]")));
+        return Err(Error::parameter("missing", missing, "must be in [0, 1]"));
     }
     let n = h * w;
     let k = (missing * n as f64) as usize;

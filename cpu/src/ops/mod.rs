@@ -38,7 +38,7 @@ fn mask_image(m: &Tensor, i: usize) -> &[f32] {
 
 fn apply_mask(m: &Tensor, x: &Tensor) -> Result<Tensor> {
     if m.image_len() != x.image_len() || (m.n() != 1 && m.n() != x.n()) {
-        return Err(Error::Shape(format!("mask {:?} does not fit images {:?}", m.shape(), x.shape())));
+        return Err(Error::shape("mask", &m.shape(), format!("does not fit images {:?}", x.shape())));
     }
     let mut y = x.clone();
     for i in 0..x.n() {
@@ -84,7 +84,7 @@ impl Op {
     /// preconditioned conjugate gradient for blur.
     pub fn data_solve(&self, y: &Tensor, z: &Tensor, rho: f64) -> Result<Tensor> {
         if !rho.is_finite() || rho <= 0.0 {
-            return Err(Error::Numeric(format!("data solve needs rho > 0, got {rho}")));
+            return Err(Error::parameter("rho", rho, "must be positive for the data solve"));
         }
         match self {
             Op::Identity => {
@@ -196,25 +196,30 @@ impl Op {
     }
 }
 
+/// Writes `v` into the caller's `out`, which must already have `v`'s shape.
+fn put(v: Tensor, out: &mut Tensor, what: &str) -> Result<()> {
+    if v.shape() != out.shape() {
+        return Err(Error::shape(what, &out.shape(), format!("must be {:?}", v.shape())));
+    }
+    out.data_mut().copy_from_slice(v.data());
+    Ok(())
+}
+
 impl Operator<CpuBackend<'_>> for Op {
     fn measurement_shape(&self, x: Shape) -> Shape {
         Op::measurement_shape(self, x)
     }
     fn forward(&self, _: &mut CpuBackend<'_>, x: &Tensor, out: &mut Tensor) -> Result<()> {
-        *out = Op::forward(self, x)?;
-        Ok(())
+        put(Op::forward(self, x)?, out, "measurement")
     }
     fn adjoint(&self, _: &mut CpuBackend<'_>, y: &Tensor, out: &mut Tensor) -> Result<()> {
-        *out = Op::adjoint(self, y)?;
-        Ok(())
+        put(Op::adjoint(self, y)?, out, "adjoint output")
     }
     fn data_solve(&self, _: &mut CpuBackend<'_>, y: &Tensor, z: &Tensor, rho: f64, out: &mut Tensor) -> Result<()> {
-        *out = Op::data_solve(self, y, z, rho)?;
-        Ok(())
+        put(Op::data_solve(self, y, z, rho)?, out, "data solve output")
     }
     fn init_estimate(&self, _: &mut CpuBackend<'_>, y: &Tensor, out: &mut Tensor) -> Result<()> {
-        *out = Op::init_estimate(self, y)?;
-        Ok(())
+        put(Op::init_estimate(self, y)?, out, "initial estimate")
     }
     fn mask(&self) -> Option<&Tensor> {
         Op::mask(self)

@@ -107,7 +107,7 @@ impl Resize {
     /// Downsampling of `h x w` images by `factor`.
     pub fn new(h: usize, w: usize, factor: usize) -> Result<Self> {
         if factor == 0 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
-            return Err(Error::Config(format!("image size {h}x{w} is not divisible by the SR factor {factor}")));
+            return Err(Error::parameter("scale", factor, format!("must divide the image size {h}x{w}")));
         }
         Ok(Resize {
             factor,
@@ -126,7 +126,7 @@ impl Resize {
 
     fn check(&self, x: &Tensor, h: usize, w: usize) -> Result<()> {
         if x.h() != h || x.w() != w {
-            return Err(Error::Shape(format!("SR operator built for {h}x{w}, got {}x{}", x.h(), x.w())));
+            return Err(Error::shape("SR input", &x.shape(), format!("the operator was built for {h}x{w}")));
         }
         Ok(())
     }

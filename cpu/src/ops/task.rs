@@ -47,10 +47,11 @@ impl Task {
     /// Parses a CLI name.
     pub fn parse(s: &str) -> Result<Task> {
         Task::ALL.iter().copied().find(|t| t.name() == s).ok_or_else(|| {
-            Error::Config(format!(
-                "unknown task '{s}' (expected one of: {})",
-                Task::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
-            ))
+            Error::parameter(
+                "task",
+                format!("'{s}'"),
+                format!("must be one of {}", Task::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")),
+            )
         })
     }
 
@@ -125,7 +126,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
         Task::InpaintBox | Task::InpaintRandom if p.mask_gray.is_some() => {
             let g = p.mask_gray.as_ref().expect("checked");
             if g.len() != h * w {
-                return Err(Error::Shape(format!("the mask has {} pixels, the image {h}x{w}", g.len())));
+                return Err(Error::shape("mask", &[g.len()], format!("must have the image's {h}x{w} pixels")));
             }
             Ok(Op::Mask(mask_from_gray(g, c, h, w)))
         }
@@ -143,7 +144,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
                 None => {
                     let std = p.blur_std_for(size);
                     if std.is_nan() || std <= 0.0 {
-                        return Err(Error::Config(format!("blur std must be positive, got {std}")));
+                        return Err(Error::parameter("blur std", std, "must be positive"));
                     }
                     gaussian(p.kernel_size_for(size), std)
                 }
@@ -156,7 +157,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
                 None => {
                     let intensity = p.intensity.unwrap_or(0.5);
                     if !(0.0..=1.0).contains(&intensity) {
-                        return Err(Error::Config(format!("motion intensity must be in [0, 1], got {intensity}")));
+                        return Err(Error::parameter("intensity", intensity, "must be in [0, 1]"));
                     }
                     (0..n).map(|i| motion(p.kernel_size_for(size), intensity, &mut rng(i))).collect()
                 }
@@ -170,7 +171,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
 /// `y = A x + sigma n`, the noise from each image's measurement stream.
 pub fn measure(op: &Op, x: &Tensor, sigma: f64, seed: u64, first: u64) -> Result<Tensor> {
     if !sigma.is_finite() || sigma < 0.0 {
-        return Err(Error::Config(format!("noise sigma must be a non-negative number, got {sigma}")));
+        return Err(Error::parameter("noise", sigma, "must be a non-negative number"));
     }
     let mut y = op.forward(x)?;
     for i in 0..y.n() {

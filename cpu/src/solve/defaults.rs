@@ -40,7 +40,7 @@ impl Defaults {
                 ..BASE
             },
             Method::Sdedit => Defaults { lambda: 1.0, t0: 500, ..BASE },
-            Method::Diffpir => Defaults { steps: 100, zeta: 1.0, lambda: if inpaint { 3.0 } else { 1.0 }, ..BASE },
+            Method::DiffPir => Defaults { steps: 100, zeta: 1.0, lambda: if inpaint { 3.0 } else { 1.0 }, ..BASE },
             Method::AdamTv => Defaults { steps: 500, lambda: 0.02, lr: 0.01, ..BASE },
             Method::HqsTv => Defaults { steps: 40, lambda: 0.02, mu: 0.1, ..BASE },
             Method::AdmmTv => Defaults { steps: 100, lambda: 0.02, mu: 1.0, ..BASE },

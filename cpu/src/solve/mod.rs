@@ -7,14 +7,14 @@ mod schedule;
 pub use defaults::{dps_zeta_for_steps, Defaults};
 pub use schedule::Schedule;
 
-use crate::backend::CpuBackend;
+use crate::classical::Denoiser;
 use crate::error::{Error, Result};
 use crate::ops::{Op, Task};
 use crate::tensor::Tensor;
-use crate::unet::LoadedModel;
 use diffinv_core::rng::streams;
 use diffinv_core::sampler::{self, AldConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
 use diffinv_core::{Backend, NoiseStream, Operator};
+use diffinv_model::{DiffusionSettings, UNetConfig};
 
 /// A restoration method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +26,7 @@ pub enum Method {
     /// SDEdit (Meng et al. 2022) with the measurement-consistency steps of the seed paper.
     Sdedit,
     /// DiffPIR (Zhu et al. 2023).
-    Diffpir,
+    DiffPir,
     /// Adam on the TV-regularised objective.
     AdamTv,
     /// Half-quadratic splitting with the TV prox.
@@ -43,20 +43,20 @@ impl Method {
         Method::Dps,
         Method::Ald,
         Method::Sdedit,
-        Method::Diffpir,
+        Method::DiffPir,
         Method::AdamTv,
         Method::HqsTv,
         Method::AdmmTv,
         Method::HqsDncnn,
     ];
 
-    /// The CLI name.
+    /// The method's name (`dps`, `hqs-tv`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Method::Dps => "dps",
             Method::Ald => "ald",
             Method::Sdedit => "sdedit",
-            Method::Diffpir => "diffpir",
+            Method::DiffPir => "diffpir",
             Method::AdamTv => "adam-tv",
             Method::HqsTv => "hqs-tv",
             Method::AdmmTv => "admm-tv",
@@ -66,33 +66,65 @@ impl Method {
 
     /// Whether the method samples with the diffusion model.
     pub fn is_diffusion(self) -> bool {
-        matches!(self, Method::Dps | Method::Ald | Method::Sdedit | Method::Diffpir)
+        matches!(self, Method::Dps | Method::Ald | Method::Sdedit | Method::DiffPir)
     }
 
-    /// Parses a CLI name.
+    /// Parses a name.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] for an unknown name (listing the known ones).
     pub fn parse(s: &str) -> Result<Method> {
         Method::ALL.iter().copied().find(|m| m.name() == s).ok_or_else(|| {
-            Error::Config(format!(
-                "unknown method '{s}' (expected one of: {})",
-                Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
-            ))
+            Error::parameter(
+                "method",
+                format!("'{s}'"),
+                format!("must be one of {}", Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")),
+            )
         })
     }
 }
 
 /// User overrides of a method's parameters; `None` takes the tuned default.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Settings {
-    /// Respaced chain length (diffusion methods).
+    /// Respaced chain length (diffusion methods) or iterations (classical ones).
     pub steps: Option<usize>,
     /// Step size of DPS's gradient, or DiffPIR's noise mix.
     pub zeta: Option<f64>,
-    /// Score-ALD's anneal factor, SDEdit's data step, DiffPIR's data weight.
+    /// Score-ALD's anneal factor, SDEdit's data step, DiffPIR's data weight, the TV weight, or
+    /// the plug-and-play weight.
     pub lambda: Option<f64>,
     /// SDEdit's starting timestep.
     pub t0: Option<usize>,
-    /// The plug-and-play denoiser (a shipped name or a file); default FFDNet.
-    pub denoiser: Option<String>,
+}
+
+/// The most iterations a classical method may be asked for.
+pub const MAX_ITERS: usize = 1_000_000;
+
+impl Settings {
+    /// Checks every given value's range for `method` (before anything is allocated).
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] naming the value.
+    pub fn check(&self, method: Method) -> Result<()> {
+        let finite_non_neg = |name: &str, v: Option<f64>| match v {
+            Some(v) if !(v.is_finite() && v >= 0.0) => Err(Error::parameter(name, v, "must be a non-negative number")),
+            _ => Ok(()),
+        };
+        finite_non_neg("zeta", self.zeta)?;
+        finite_non_neg("lambda", self.lambda)?;
+        if let Some(z) = self.zeta {
+            if method == Method::DiffPir && z > 1.0 {
+                return Err(Error::parameter("zeta", z, "must be in [0, 1] for diffpir"));
+            }
+        }
+        if let Some(s) = self.steps {
+            if s == 0 || (!method.is_diffusion() && s > MAX_ITERS) {
+                return Err(Error::parameter("steps", s, format!("must be in 1..={MAX_ITERS}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a run used and did.
@@ -106,14 +138,6 @@ pub struct Output {
     pub vjps: usize,
     /// The parameters used, by name.
     pub params: Vec<(&'static str, f64)>,
-}
-
-fn sample_err(e: SampleError<Error>) -> Error {
-    match e {
-        SampleError::Backend(e) => e,
-        SampleError::Cancelled => Error::Cancelled,
-        e => Error::Numeric(e.to_string()),
-    }
 }
 
 /// One noise stream per image of the batch.
@@ -142,9 +166,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Resolves `method`'s parameters for `task` on a batch of `n` images.
+    /// Resolves `method`'s parameters for `task` on a batch of `n` images of the model `cfg`
+    /// trained with `diffusion`.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] for a setting out of its range or a classical method.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        model: &LoadedModel,
+        cfg: &UNetConfig,
+        diffusion: &DiffusionSettings,
         method: Method,
         task: Task,
         settings: &Settings,
@@ -152,17 +182,21 @@ impl Plan {
         n: usize,
     ) -> Result<Plan> {
         if !method.is_diffusion() {
-            return Err(Error::Config(format!("{} is not a diffusion method", method.name())));
+            return Err(Error::parameter("method", method.name(), "is not a diffusion method"));
+        }
+        settings.check(method)?;
+        if !(sigma_y.is_finite() && sigma_y >= 0.0) {
+            return Err(Error::parameter("noise", sigma_y, "must be a non-negative number"));
         }
         let d = Defaults::for_task(method, task);
-        let total = model.diffusion.steps;
+        let total = diffusion.steps;
         let steps = settings.steps.unwrap_or(d.steps);
         if steps == 0 || steps > total {
-            return Err(Error::Config(format!("--steps must be in 1..={total}, got {steps}")));
+            return Err(Error::parameter("steps", steps, format!("must be in 1..={total}")));
         }
         let spacing = (steps != total).then(|| steps.to_string());
-        let schedule = Schedule::new(&model.diffusion, spacing.as_deref())?;
-        let shape = [n, model.config.in_channels, model.config.image_size, model.config.image_size];
+        let schedule = Schedule::new(diffusion, spacing.as_deref())?;
+        let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
         let (mut zeta, mut lambda, mut t0) = (0.0, 0.0, 0);
         let params = match method {
             Method::Dps => {
@@ -177,12 +211,12 @@ impl Plan {
             Method::Sdedit => {
                 t0 = settings.t0.unwrap_or(d.t0);
                 if t0 >= total {
-                    return Err(Error::Config(format!("--t0 must be below {total}, got {t0}")));
+                    return Err(Error::parameter("t0", t0, format!("must be below {total}")));
                 }
                 lambda = settings.lambda.unwrap_or(d.lambda);
                 vec![("steps", steps as f64), ("t0", t0 as f64), ("lambda", lambda)]
             }
-            Method::Diffpir => {
+            Method::DiffPir => {
                 lambda = settings.lambda.unwrap_or(d.lambda);
                 zeta = settings.zeta.unwrap_or(d.zeta);
                 vec![("steps", steps as f64), ("lambda", lambda), ("zeta", zeta)]
@@ -195,7 +229,10 @@ impl Plan {
     /// Runs the method on any backend: draws the start from the init streams (SDEdit starts
     /// from `op`'s estimate), runs the core's loop, clamps to [-1, 1]. Images are numbered from
     /// `first` in the run.
-    pub fn run<B: Backend, A: Operator<B>>(
+    ///
+    /// # Errors
+    /// The backend's failures, a diverging iterate, or cancellation by `monitor`.
+    pub fn run<B: Backend, A: Operator<B> + ?Sized>(
         &self,
         b: &mut B,
         op: &A,
@@ -225,7 +262,7 @@ impl Plan {
                 let cfg = SdeditConfig { t0: self.t0, lambda: self.lambda };
                 sampler::sdedit(b, &chain, op, y, &cfg, &mut x, &mut init, &mut rngs, &mut mon)?
             }
-            Method::Diffpir => {
+            Method::DiffPir => {
                 let cfg = DiffpirConfig { lambda: self.lambda, zeta: self.zeta, sigma_y: self.sigma_y.max(1e-3) };
                 b.randn(&mut init, &mut x)?;
                 sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
@@ -237,50 +274,31 @@ impl Plan {
     }
 }
 
-/// Restores the batch `y` (measured with `op`, noise `sigma_y`) with `method`. Images are
-/// numbered from `first` in the run (each draws from its own noise streams); `monitor` sees
-/// every step and can cancel.
+/// The classical baselines: no network, the iteration count in `settings.steps`; `denoiser`
+/// is HQS-DnCNN's network (required for it, ignored by the others).
+///
+/// # Errors
+/// [`Error::Parameter`] for a setting out of range or a missing denoiser, operator errors, a
+/// diverging iterate, or cancellation by `monitor`.
 #[allow(clippy::too_many_arguments)]
-pub fn restore(
-    model: Option<&LoadedModel>,
+pub fn restore_classical(
     method: Method,
     task: Task,
     settings: &Settings,
+    denoiser: Option<&Denoiser>,
     op: &Op,
     y: &Tensor,
     sigma_y: f64,
-    seed: u64,
-    first: u64,
     monitor: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Output> {
-    if !method.is_diffusion() {
-        let d = Defaults::for_task(method, task);
-        return classical_restore(method, settings, &d, op, y, sigma_y, monitor);
+    use crate::classical::{self, PnpConfig, TvConfig};
+    if method.is_diffusion() {
+        return Err(Error::parameter("method", method.name(), "is not a classical method"));
     }
-    let model = model.ok_or_else(|| Error::Config(format!("{} needs a diffusion model", method.name())))?;
-    let plan = Plan::new(model, method, task, settings, sigma_y, y.n())?;
-    let mut b = CpuBackend::new(&model.unet, model.diffusion.variance);
-    let (x, stats) = plan.run(&mut b, op, y, seed, first, monitor).map_err(sample_err)?;
-    Ok(Output { x, nfe: stats.nfe, vjps: stats.vjps, params: plan.params })
-}
-
-/// The classical baselines: no network, the iteration count in `settings.steps`.
-#[allow(clippy::too_many_arguments)]
-fn classical_restore(
-    method: Method,
-    settings: &Settings,
-    d: &Defaults,
-    op: &Op,
-    y: &Tensor,
-    sigma_y: f64,
-    monitor: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<Output> {
-    use crate::classical::{self, Denoiser, PnpConfig, TvConfig};
+    settings.check(method)?;
+    let d = Defaults::for_task(method, task);
     let iters = settings.steps.unwrap_or(d.steps);
     let lambda = settings.lambda.unwrap_or(d.lambda);
-    if iters == 0 || !lambda.is_finite() || lambda < 0.0 {
-        return Err(Error::Config(format!("{}: --steps must be positive and --lambda non-negative", method.name())));
-    }
     let tv = TvConfig { lambda, iters, tol: 1e-4 };
     let mut params = vec![("iterations", iters as f64), ("lambda", lambda)];
     let out = match method {
@@ -288,17 +306,12 @@ fn classical_restore(
         Method::HqsTv => classical::hqs_tv(op, y, &tv, d.mu, 1.3, monitor)?,
         Method::AdmmTv => classical::admm_tv(op, y, &tv, d.mu, monitor)?,
         Method::HqsDncnn => {
-            let name = settings.denoiser.as_deref().unwrap_or("ffdnet_color");
-            let den = if std::path::Path::new(name).exists() {
-                Denoiser::from_file(std::path::Path::new(name))?
-            } else {
-                Denoiser::load(name)?
-            };
+            let den = denoiser.ok_or_else(|| Error::parameter("denoiser", "none", "is needed by hqs-dncnn"))?;
             let cfg = PnpConfig { lambda, iters, sigma_start: 49.0 / 255.0 };
             params.push(("sigma_start", cfg.sigma_start));
-            classical::hqs_denoiser(op, y, &den, &cfg, sigma_y, monitor)?
+            classical::hqs_denoiser(op, y, den, &cfg, sigma_y, monitor)?
         }
-        _ => unreachable!("diffusion methods are handled by restore"),
+        _ => unreachable!("diffusion methods are refused above"),
     };
     params[0].1 = out.iters as f64;
     let mut x = out.x;

@@ -1,9 +1,9 @@
 //! Owned schedule buffers for the core's `Chain`: the model's base chain, optionally respaced.
 
 use crate::error::{Error, Result};
-use crate::unet::DiffusionSettings;
 use diffinv_core::respace::{respaced, Spacing};
 use diffinv_core::schedule::{alphas_cumprod, Chain};
+use diffinv_model::DiffusionSettings;
 
 /// A chain's timesteps, betas and `abar`.
 #[derive(Clone, Debug)]
@@ -24,7 +24,7 @@ impl Schedule {
         let Some(spec) = spacing else {
             return Ok(Schedule { steps: (0..t).collect(), betas, abar });
         };
-        let bad = |e: diffinv_core::ScheduleError| Error::Config(format!("--steps {spec}: {e}"));
+        let bad = |e: diffinv_core::ScheduleError| Error::parameter("steps", spec, e.to_string());
         let sp = Spacing::parse(spec).map_err(bad)?;
         let mut steps = vec![0; sp.len(t).map_err(bad)?];
         sp.fill(t, &mut steps).map_err(bad)?;

@@ -1,15 +1,10 @@
-//! guided-diffusion's ADM UNet on the CPU: configuration, loading, the forward pass and its
-//! input gradient.
+//! guided-diffusion's ADM UNet on the CPU: the layers, the primitives the shared walker runs on
+//! them, and the [`UNet`] that wraps both for tensors.
 
-mod backward;
-pub mod config;
-mod forward;
-mod load;
+mod layers;
 mod model;
-pub mod weights;
+mod workspace;
 
-pub use config::UNetConfig;
-pub use forward::{timestep_embedding, Tape, Trace, Workspace};
-pub use load::{default_model_path, load_model, DiffusionSettings, LoadedModel, ModelSource};
-pub use model::{Layer, ResBlock, Resample, UNet};
-pub use weights::{CheckpointWeights, RandomWeights, WeightSource};
+pub use layers::{BlockEmb, CpuBuilder, CpuEmb, CpuGraph, CpuLayers, CpuRun, TimeEmbed};
+pub use model::{tape_bytes, Tape, UNet};
+pub use workspace::Workspace;

@@ -18,7 +18,7 @@ struct Entry {
 
 pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
     let bytes = buf.bytes();
-    let bad = |m: String| Error::Format(format!("{path}: {m}"));
+    let bad = |m: String| Error::format(path.to_string(), m);
     if bytes.len() < 8 {
         return Err(bad("truncated safetensors file (no header length)".into()));
     }
@@ -135,12 +135,7 @@ pub fn write_safetensors(
     for t in tensors {
         let n: usize = t.shape.iter().product::<usize>() * t.dtype.size();
         if n != t.bytes.len() {
-            return Err(Error::Shape(format!(
-                "tensor '{}': shape {:?} needs {n} bytes, got {}",
-                t.name,
-                t.shape,
-                t.bytes.len()
-            )));
+            return Err(Error::TensorBytes { tensor: t.name.to_string(), expected: n, found: t.bytes.len() });
         }
         header.insert(
             t.name.to_string(),

@@ -57,7 +57,7 @@ fn walk(
 
 /// Turns the pickle's tensors into [`TensorInfo`]s over the located storages.
 fn build(path: &str, p: &Pickle, storages: &HashMap<String, Storage>) -> Result<BTreeMap<String, TensorInfo>> {
-    let bad = |m: String| Error::Format(format!("{path}: {m}"));
+    let bad = |m: String| Error::format(path.to_string(), m);
     let mut tensors = BTreeMap::new();
     for (name, id) in collect_tensors(p).map_err(bad)? {
         let Value::Tensor { storage, offset, shape, stride } = &p.nodes[id] else {
@@ -102,7 +102,7 @@ fn storage_keys(p: &Pickle) -> Vec<(String, DType, usize)> {
 }
 
 pub(super) fn read_zip(path: String, buf: Buffer) -> Result<Checkpoint> {
-    let bad = |m: String| Error::Format(format!("{path}: {m}"));
+    let bad = |m: String| Error::format(path.to_string(), m);
     let bytes = buf.bytes();
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| bad(format!("not a readable zip archive: {e}")))?;
@@ -170,7 +170,7 @@ fn read_entry<R: Read + std::io::Seek>(
 /// The legacy format: magic, protocol, sys_info and object pickles, the storage key list, then
 /// each storage as an 8-byte element count and its bytes.
 pub(super) fn read_legacy(path: String, buf: Buffer) -> Result<Checkpoint> {
-    let bad = |m: String| Error::Format(format!("{path}: {m}"));
+    let bad = |m: String| Error::format(path.to_string(), m);
     let bytes = buf.bytes();
     let mut pos = 0;
     let mut next = |what: &str| -> Result<Pickle> {

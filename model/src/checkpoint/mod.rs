@@ -116,6 +116,7 @@ impl TensorInfo {
 enum Buffer {
     Map(memmap2::Mmap),
     Owned(Vec<u8>),
+    Static(&'static [u8]),
 }
 
 impl Buffer {
@@ -123,6 +124,7 @@ impl Buffer {
         match self {
             Buffer::Map(m) => m,
             Buffer::Owned(v) => v,
+            Buffer::Static(s) => s,
         }
     }
 }
@@ -155,6 +157,11 @@ impl Checkpoint {
         Self::from_buffer(name.to_string(), Buffer::Owned(bytes))
     }
 
+    /// Parses a checkpoint compiled into the program (no copy is made).
+    pub fn from_static(name: &str, bytes: &'static [u8]) -> Result<Self> {
+        Self::from_buffer(name.to_string(), Buffer::Static(bytes))
+    }
+
     fn from_buffer(path: String, buf: Buffer) -> Result<Self> {
         let bytes = buf.bytes();
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
@@ -164,9 +171,7 @@ impl Checkpoint {
         } else if bytes.len() >= 9 && bytes[8] == b'{' {
             safetensors::read(path, buf)
         } else {
-            Err(Error::Format(format!(
-                "{path}: not a checkpoint (expected safetensors, or a PyTorch zip or pickle file)"
-            )))
+            Err(Error::format(path, "not a checkpoint (expected safetensors, or a PyTorch zip or pickle file)"))
         }
     }
 
@@ -192,7 +197,7 @@ impl Checkpoint {
 
     /// Info of tensor `name`, or an error naming it.
     pub fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors.get(name).ok_or_else(|| Error::Tensor(format!("{}: missing tensor '{name}'", self.path)))
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { file: self.path.clone(), tensor: name.into() })
     }
 
     fn raw(&self, info: &TensorInfo) -> &[u8] {
@@ -204,11 +209,12 @@ impl Checkpoint {
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let info = self.info(name)?;
         if !info.dtype.is_float() {
-            return Err(Error::Tensor(format!(
-                "{}: tensor '{name}' has dtype {}, expected a float type",
-                self.path,
-                info.dtype.name()
-            )));
+            return Err(Error::TensorDtype {
+                file: self.path.clone(),
+                tensor: name.into(),
+                dtype: info.dtype.name(),
+                expected: "a float type",
+            });
         }
         let raw = self.raw(info);
         let out = gather(info, raw, |b| match info.dtype {
@@ -224,10 +230,12 @@ impl Checkpoint {
     pub fn f32_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         if info.shape != shape {
-            return Err(Error::Tensor(format!(
-                "{}: tensor '{name}' has shape {:?}, expected {:?}",
-                self.path, info.shape, shape
-            )));
+            return Err(Error::TensorShape {
+                file: self.path.clone(),
+                tensor: name.into(),
+                found: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
         }
         Ok(self.f32(name)?.1)
     }
@@ -255,11 +263,12 @@ impl Checkpoint {
             DType::I8 => gather(info, raw, |b| b[0] as i8 as i64),
             DType::U8 | DType::Bool => gather(info, raw, |b| b[0] as i64),
             d => {
-                return Err(Error::Tensor(format!(
-                    "{}: tensor '{name}' has dtype {}, expected an integer type",
-                    self.path,
-                    d.name()
-                )))
+                return Err(Error::TensorDtype {
+                    file: self.path.clone(),
+                    tensor: name.into(),
+                    dtype: d.name(),
+                    expected: "an integer type",
+                })
             }
         };
         Ok((info.shape.clone(), out))

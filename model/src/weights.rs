@@ -39,20 +39,17 @@ impl WeightSource for CheckpointWeights<'_> {
         let full = format!("{}{name}", self.prefix);
         let info = self.ckpt.info(&full)?;
         if info.shape != shape {
-            return Err(Error::Tensor(format!(
-                "{}: tensor '{full}' has shape {:?}, the config needs {:?} (wrong --config?)",
-                self.ckpt.path(),
-                info.shape,
-                shape
-            )));
+            return Err(Error::TensorShape {
+                file: self.ckpt.path().into(),
+                tensor: full,
+                found: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
         }
         self.used.insert(full.clone());
         let (_, v) = self.ckpt.f32(&full)?;
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Tensor(format!(
-                "{}: tensor '{full}' holds a non-finite value at element {i}",
-                self.ckpt.path()
-            )));
+            return Err(Error::NonFiniteWeight { file: self.ckpt.path().into(), tensor: full, index: i });
         }
         Ok(v)
     }
@@ -62,14 +59,25 @@ impl WeightSource for CheckpointWeights<'_> {
         if extra.is_empty() {
             return Ok(());
         }
-        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        Err(Error::Tensor(format!(
-            "{}: {} tensor(s) not used by the config (wrong --config?): {}{}",
-            self.ckpt.path(),
-            extra.len(),
-            shown.join(", "),
-            if extra.len() > 5 { ", ..." } else { "" }
-        )))
+        Err(Error::UnusedTensors {
+            file: self.ckpt.path().into(),
+            count: extra.len(),
+            first: extra.iter().take(5).map(|s| s.to_string()).collect(),
+        })
+    }
+}
+
+/// No parameters at all (empty vectors): a description that carries the architecture only,
+/// for sizes, FLOPs and parameter counts. Backends cannot be built from it.
+pub struct ShapeOnly;
+
+impl WeightSource for ShapeOnly {
+    fn get(&mut self, _: &str, _: &[usize], _: usize) -> Result<Vec<f32>> {
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
     }
 }
 

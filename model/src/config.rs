@@ -2,9 +2,17 @@
 //! or a checkpoint's metadata.
 
 use crate::error::{Error, Result};
-use crate::nn::AttentionOrder;
 use diffinv_core::VarianceKind;
 use serde_json::Value;
+
+/// How the attention's `qkv` channels are split into heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionOrder {
+    /// `QKVAttentionLegacy`: heads first, then q, k, v within a head.
+    Legacy,
+    /// `QKVAttention`: q, k, v first, then heads.
+    New,
+}
 
 /// The architecture of a guided-diffusion UNet.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,39 +100,44 @@ impl UNetConfig {
         } else {
             let p = std::path::Path::new(arg);
             if !p.exists() {
-                return Err(Error::Config(format!(
-                    "config '{arg}' is neither a preset ({}) nor a JSON file",
-                    Self::PRESETS.join(", ")
-                )));
+                return Err(Error::config(
+                    arg,
+                    format!("neither a preset ({}) nor a JSON file", Self::PRESETS.join(", ")),
+                ));
             }
             std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?
         };
-        Self::from_json(&text).map_err(|e| Error::Config(format!("{arg}: {e}")))
+        Self::from_json(&text).map_err(|e| match e {
+            Error::Config { key, reason } if !arg.trim_start().starts_with('{') => {
+                Error::config(format!("{arg}: {key}"), reason)
+            }
+            e => e,
+        })
     }
 
     /// Parses adm.py-style (`model_channels`, `out_channels`) or guided-diffusion-style
     /// (`num_channels`, `learn_sigma`) JSON. Unset keys take the DPS FFHQ-256 values.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::Config(format!("bad config JSON: {e}")))?;
-        let o = v.as_object().ok_or_else(|| Error::Config("config JSON must be an object".into()))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::config("JSON", e.to_string()))?;
+        let o = v.as_object().ok_or_else(|| Error::config("JSON", "must be an object"))?;
         let get_usize = |k: &str| -> Result<Option<usize>> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Number(n)) => n
                     .as_u64()
                     .map(|x| Some(x as usize))
-                    .ok_or_else(|| Error::Config(format!("config key '{k}' must be a non-negative integer, got {n}"))),
+                    .ok_or_else(|| Error::config(k, format!("must be a non-negative integer, got {n}"))),
                 Some(Value::String(s)) if s.trim().parse::<usize>().is_ok() => {
                     Ok(Some(s.trim().parse().expect("checked")))
                 }
-                Some(x) => Err(Error::Config(format!("config key '{k}' must be an integer, got {x}"))),
+                Some(x) => Err(Error::config(k, format!("must be an integer, got {x}"))),
             }
         };
         let get_bool = |k: &str, d: bool| -> Result<bool> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(d),
                 Some(Value::Bool(b)) => Ok(*b),
-                Some(x) => Err(Error::Config(format!("config key '{k}' must be true or false, got {x}"))),
+                Some(x) => Err(Error::config(k, format!("must be true or false, got {x}"))),
             }
         };
         let get_list = |k: &str| -> Result<Option<Vec<usize>>> {
@@ -133,31 +146,24 @@ impl UNetConfig {
                 Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
                 Some(Value::String(s)) => s
                     .split(',')
-                    .map(|p| {
-                        p.trim()
-                            .parse::<usize>()
-                            .map_err(|_| Error::Config(format!("config key '{k}': bad list '{s}'")))
-                    })
+                    .map(|p| p.trim().parse::<usize>().map_err(|_| Error::config(k, format!("bad list '{s}'"))))
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                Some(Value::Number(n)) => Ok(Some(vec![n
-                    .as_u64()
-                    .ok_or_else(|| Error::Config(format!("config key '{k}': bad value {n}")))?
-                    as usize])),
+                Some(Value::Number(n)) => {
+                    Ok(Some(vec![n.as_u64().ok_or_else(|| Error::config(k, format!("bad value {n}")))? as usize]))
+                }
                 Some(Value::Array(a)) => a
                     .iter()
                     .map(|x| {
-                        x.as_u64()
-                            .map(|x| x as usize)
-                            .ok_or_else(|| Error::Config(format!("config key '{k}': bad list element {x}")))
+                        x.as_u64().map(|x| x as usize).ok_or_else(|| Error::config(k, format!("bad list element {x}")))
                     })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                Some(x) => Err(Error::Config(format!("config key '{k}' must be a list, got {x}"))),
+                Some(x) => Err(Error::config(k, format!("must be a list, got {x}"))),
             }
         };
         if get_bool("class_cond", false)? || get_usize("num_classes")?.is_some() {
-            return Err(Error::Config("class-conditional models are not supported".into()));
+            return Err(Error::config("class_cond", "class-conditional models are not supported"));
         }
         let image_size = get_usize("image_size")?.unwrap_or(256);
         let in_channels = get_usize("in_channels")?.unwrap_or(3);
@@ -205,32 +211,52 @@ impl UNetConfig {
 
     /// Checks that the architecture can be built.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
-        if self.image_size == 0 || self.in_channels == 0 || self.model_channels == 0 || self.out_channels == 0 {
-            return bad("image_size, in_channels, model_channels and out_channels must be positive".into());
+        let bad = |k: &str, m: String| Err(Error::config(k, m));
+        for (k, v) in [
+            ("image_size", self.image_size),
+            ("in_channels", self.in_channels),
+            ("model_channels", self.model_channels),
+            ("out_channels", self.out_channels),
+            ("num_heads", self.num_heads),
+        ] {
+            if v == 0 {
+                return bad(k, "must be positive".into());
+            }
         }
         if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
-            return bad(format!("channel_mult {:?} must be non-empty and positive", self.channel_mult));
+            return bad("channel_mult", format!("{:?} must be non-empty and positive", self.channel_mult));
+        }
+        if self.channel_mult.len() > MAX_LEVELS {
+            return bad(
+                "channel_mult",
+                format!("{} levels; at most {MAX_LEVELS} are supported", self.channel_mult.len()),
+            );
         }
         if !self.image_size.is_multiple_of(1 << (self.channel_mult.len() - 1)) {
-            return bad(format!(
-                "image_size {} is not divisible by 2^{} (one halving per level)",
-                self.image_size,
-                self.channel_mult.len() - 1
-            ));
+            return bad(
+                "image_size",
+                format!(
+                    "{} is not divisible by 2^{} (one halving per level)",
+                    self.image_size,
+                    self.channel_mult.len() - 1
+                ),
+            );
         }
         for &m in &self.channel_mult {
-            if !(m * self.model_channels).is_multiple_of(32) {
-                return bad(format!("channels {} are not divisible by GroupNorm's 32 groups", m * self.model_channels));
+            if !m.checked_mul(self.model_channels).is_some_and(|c| c.is_multiple_of(32)) {
+                return bad(
+                    "channel_mult",
+                    format!("{m} x {} channels are not divisible by GroupNorm's 32 groups", self.model_channels),
+                );
             }
         }
         for &r in &self.attention_resolutions {
             if r == 0 || !self.image_size.is_multiple_of(r) {
-                return bad(format!("attention resolution {r} does not divide image_size {}", self.image_size));
+                return bad("attention_resolutions", format!("{r} does not divide image_size {}", self.image_size));
             }
         }
-        if self.num_heads == 0 || self.num_head_channels == Some(0) {
-            return bad("num_heads and num_head_channels must be positive".into());
+        if self.num_head_channels == Some(0) {
+            return bad("num_head_channels", "must be positive".into());
         }
         Ok(())
     }
@@ -240,14 +266,14 @@ impl UNetConfig {
         let h = match self.num_head_channels {
             Some(hc) => {
                 if !ch.is_multiple_of(hc) {
-                    return Err(Error::Config(format!("{ch} channels are not divisible by num_head_channels {hc}")));
+                    return Err(Error::config("num_head_channels", format!("{ch} channels are not divisible by {hc}")));
                 }
                 ch / hc
             }
             None => {
                 let h = if upsample { self.num_heads_upsample } else { self.num_heads };
                 if !ch.is_multiple_of(h) {
-                    return Err(Error::Config(format!("{ch} channels are not divisible by {h} heads")));
+                    return Err(Error::config("num_heads", format!("{ch} channels are not divisible by {h} heads")));
                 }
                 h
             }
@@ -285,6 +311,9 @@ impl UNetConfig {
     }
 }
 
+/// The most levels (halvings + 1) a config may have.
+pub const MAX_LEVELS: usize = 16;
+
 /// guided-diffusion's default `channel_mult` for an image size.
 fn default_channel_mult(image_size: usize) -> Result<Vec<usize>> {
     Ok(match image_size {
@@ -292,6 +321,6 @@ fn default_channel_mult(image_size: usize) -> Result<Vec<usize>> {
         128 => vec![1, 1, 2, 3, 4],
         64 => vec![1, 2, 3, 4],
         32 => vec![1, 2, 2, 2],
-        s => return Err(Error::Config(format!("no default channel_mult for image_size {s}; give channel_mult"))),
+        s => return Err(Error::config("channel_mult", format!("no default for image_size {s}; give one"))),
     })
 }

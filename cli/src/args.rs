@@ -1,0 +1,54 @@
+//! Options several commands share: which model, and which device.
+
+use crate::common::{CliError, Result};
+use clap::Args;
+use diffinv::{Device, GpuOptions, Model};
+use std::path::PathBuf;
+
+/// `--model` and `--config`.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// The model checkpoint (default: the shipped 64x64 face model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
+    #[arg(long)]
+    pub config: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model these options name.
+    pub fn load(&self) -> Result<Model> {
+        Ok(match (&self.model, &self.config) {
+            (Some(p), c) => Model::load(p, c.as_deref())?,
+            (None, None) => Model::shipped()?,
+            (None, Some(c)) => Model::from_checkpoint(&diffinv::assets::model()?, Some(c))?,
+        })
+    }
+}
+
+/// `--device`, `--tf32`, `--cudnn`.
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where the diffusion methods run: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// With --device cuda: let cuBLAS/cuDNN use TF32 tensor cores (faster; about 1e-3 relative
+    /// error per layer, PyTorch's default for convolutions).
+    #[arg(long)]
+    pub tf32: bool,
+    /// With --device cuda: run the convolutions through cuDNN (needs libcudnn).
+    #[arg(long)]
+    pub cudnn: bool,
+}
+
+impl DeviceArgs {
+    /// The device, with the GPU options checked against it.
+    pub fn open(&self) -> Result<(Device, GpuOptions)> {
+        let device = Device::parse(&self.device).map_err(|e| CliError::usage(e.to_string()))?;
+        if device == Device::Cpu && (self.tf32 || self.cudnn) {
+            return Err(CliError::usage("--tf32 and --cudnn apply to --device cuda"));
+        }
+        Ok((device, GpuOptions { tf32: self.tf32, cudnn: self.cudnn, profile: false }))
+    }
+}

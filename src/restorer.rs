@@ -1,0 +1,336 @@
+//! [`Restorer`]: one inverse problem (task, method, settings, seed, device) set up once and run
+//! on any number of measurements: the one place where a method meets a device.
+
+use crate::assets;
+use crate::device::{dispatch, exec_methods, sample_err, DeviceBackend, Exec, Job};
+use crate::error::{Error, Result};
+use crate::image::{from_tensor, to_tensor};
+use crate::models::Model;
+use diffinv_core::sampler::Stats;
+use diffinv_core::Shape;
+use diffinv_cpu::classical::Denoiser;
+use diffinv_cpu::ops::{build, measure, Op, Task, TaskParams};
+use diffinv_cpu::solve::{restore_classical, Method, Plan, Settings};
+use diffinv_cpu::Tensor;
+use ndarray::{Array3, ArrayView3};
+use std::time::Instant;
+
+/// A restoration and what it cost.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The restored image, `H x W x 3` in [0, 1] (clipped).
+    pub image: Array3<f32>,
+    /// The same as a `1 x 3 x H x W` tensor in [-1, 1].
+    pub x: Tensor,
+    /// Network evaluations.
+    pub nfe: usize,
+    /// Network input-gradients (DPS's backward passes).
+    pub vjps: usize,
+    /// Wall-clock seconds of the method.
+    pub seconds: f64,
+    /// The parameters the method used, by name (steps, zeta, lambda, ...).
+    pub params: Vec<(&'static str, f64)>,
+    /// Where it ran (`cpu`, or the GPU's name).
+    pub device: String,
+}
+
+/// An inverse problem and how to solve it, set up with builder calls and run on measurements.
+///
+/// ```
+/// use diffinv::{Device, Method, Model, Restorer, Task};
+/// let model = Model::shipped()?;
+/// let clean = diffinv::image::load("assets/samples/009521.png")?;       // 64 x 64 x 3 in [0, 1]
+/// let y = Restorer::new(&model).task(Task::InpaintBox).seed(0).measure(clean.view())?;
+/// let out = Restorer::new(&model)
+///     .task(Task::InpaintBox).method(Method::DiffPir).steps(3).noise(0.05).seed(0)
+///     .device(Device::Cpu).threads(2)
+///     .on_step(|step, total| step <= total)                            // false would cancel
+///     .run(y.view())?;
+/// assert_eq!(out.image.dim(), (64, 64, 3));
+/// println!("{} NFE, {:.1} s", out.nfe, out.seconds);
+/// # Ok::<(), diffinv::Error>(())
+/// ```
+pub struct Restorer<'m> {
+    model: Option<&'m Model>,
+    task: Task,
+    method: Method,
+    settings: Settings,
+    params: TaskParams,
+    noise: f64,
+    seed: u64,
+    index: u64,
+    exec: Exec<'m>,
+    denoiser: Option<String>,
+    loaded_denoiser: Option<Denoiser>,
+}
+
+impl<'m> Restorer<'m> {
+    fn with_model(model: Option<&'m Model>) -> Self {
+        Restorer {
+            model,
+            task: Task::InpaintBox,
+            method: if model.is_some() { Method::Dps } else { Method::HqsTv },
+            settings: Settings::default(),
+            params: TaskParams::default(),
+            noise: 0.05,
+            seed: 0,
+            index: 0,
+            exec: Exec::default(),
+            denoiser: None,
+            loaded_denoiser: None,
+        }
+    }
+
+    /// A restorer with `model`'s prior: box inpainting by DPS with the tuned defaults,
+    /// `sigma_y = 0.05`, seed 0, on the CPU.
+    pub fn new(model: &'m Model) -> Self {
+        Self::with_model(Some(model))
+    }
+
+    /// A restorer without a diffusion model, for the classical methods (HQS-TV by default);
+    /// images may then have any size.
+    pub fn classical() -> Restorer<'static> {
+        Restorer::with_model(None)
+    }
+
+    /// The inverse problem.
+    pub fn task(mut self, task: Task) -> Self {
+        self.task = task;
+        self
+    }
+
+    /// The method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Respaced chain length (diffusion methods) or iterations (classical ones).
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.settings.steps = Some(steps);
+        self
+    }
+
+    /// DPS's step size or DiffPIR's noise mix.
+    pub fn zeta(mut self, zeta: f64) -> Self {
+        self.settings.zeta = Some(zeta);
+        self
+    }
+
+    /// Score-ALD's anneal factor, SDEdit's data step, DiffPIR's data weight, the TV weight, or
+    /// the plug-and-play weight.
+    pub fn lambda(mut self, lambda: f64) -> Self {
+        self.settings.lambda = Some(lambda);
+        self
+    }
+
+    /// SDEdit's starting timestep.
+    pub fn t0(mut self, t0: usize) -> Self {
+        self.settings.t0 = Some(t0);
+        self
+    }
+
+    /// All method settings at once (unset ones take the tuned defaults).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The operator's options (box, mask, kernel, blur std, SR factor, ...).
+    pub fn params(mut self, params: TaskParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// The measurement noise `sigma_y` in [-1, 1] units (simulated by [`Restorer::measure`],
+    /// assumed by the methods).
+    pub fn noise(mut self, sigma_y: f64) -> Self {
+        self.noise = sigma_y;
+        self
+    }
+
+    /// The seed of every random draw (operator, measurement noise, sampler noise).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The image's number in a run of many (each number draws from its own streams).
+    pub fn index(mut self, index: u64) -> Self {
+        self.index = index;
+        self
+    }
+
+    exec_methods!();
+
+    /// HQS-DnCNN's denoiser: a shipped name (`ffdnet_color`, the default,
+    /// `cdncnn_b_color_blind`, `cdncnn_s_color_sigma25`) or a weights file.
+    pub fn denoiser(mut self, name_or_path: &str) -> Self {
+        self.denoiser = Some(name_or_path.to_string());
+        self.loaded_denoiser = None;
+        self
+    }
+
+    /// The restored image's shape for a measurement of shape `y`: the model's size for the
+    /// diffusion methods, the measurement's (times the SR factor) for the classical ones.
+    pub fn image_shape(&self, y: Shape) -> Shape {
+        match (self.model, self.method.is_diffusion()) {
+            (Some(m), true) => [y[0], m.config().in_channels, m.image_size(), m.image_size()],
+            _ => {
+                let f = if self.task == Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
+                [y[0], y[1], y[2] * f, y[3] * f]
+            }
+        }
+    }
+
+    /// The measurement operator for images of `shape` (seeded masks, boxes and motion kernels
+    /// from the seed and the image number).
+    ///
+    /// # Errors
+    /// Task parameters that do not fit the shape.
+    pub fn operator(&self, shape: Shape) -> Result<Op> {
+        Ok(build(self.task, &self.params, shape, self.seed, self.index)?)
+    }
+
+    fn check_clean(&self, x: Shape) -> Result<()> {
+        if let (Some(m), true) = (self.model, self.method.is_diffusion()) {
+            let s = m.image_size();
+            if x[2] != s || x[3] != s {
+                return Err(Error::Cpu(diffinv_cpu::Error::shape(
+                    "clean image",
+                    &x,
+                    format!("the model takes {s}x{s} (crop and resize it: image::load_resized)"),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Simulates the measurement `y = A x + sigma_y n` of a clean batch `x` (NCHW, [-1, 1]);
+    /// returns it with its operator.
+    ///
+    /// # Errors
+    /// A clean image of another size than the model's (diffusion methods), task parameters that
+    /// do not fit, a negative or non-finite noise level.
+    pub fn measure_tensor(&self, clean: &Tensor) -> Result<(Tensor, Op)> {
+        self.check_clean(clean.shape())?;
+        let op = self.operator(clean.shape())?;
+        let y = measure(&op, clean, self.noise, self.seed, self.index)?;
+        Ok((y, op))
+    }
+
+    /// Simulates the measurement of a clean image (`H x W x 3` in [0, 1]); the result is in
+    /// the same units (`(y + 1)/2`, not clipped; smaller for super-resolution).
+    ///
+    /// # Errors
+    /// As [`Restorer::measure_tensor`].
+    pub fn measure(&self, clean: ArrayView3<'_, f32>) -> Result<Array3<f32>> {
+        Ok(from_tensor(&self.measure_tensor(&to_tensor(clean)?)?.0, 0))
+    }
+
+    /// Restores a measurement (`H x W x 3`, in [`Restorer::measure`]'s units).
+    ///
+    /// # Errors
+    /// As [`Restorer::run_tensor`].
+    pub fn run(&mut self, y: ArrayView3<'_, f32>) -> Result<Restored> {
+        self.run_tensor(&to_tensor(y)?)
+    }
+
+    /// Restores a measurement batch (NCHW, [-1, 1]), building its operator.
+    ///
+    /// # Errors
+    /// A measurement whose shape the task on this model does not produce, invalid settings,
+    /// a device this build or machine lacks, a diverging iterate, or [`Error::Cancelled`].
+    pub fn run_tensor(&mut self, y: &Tensor) -> Result<Restored> {
+        let shape = self.image_shape(y.shape());
+        let op = self.operator(shape)?;
+        let want = op.measurement_shape(shape);
+        if y.shape() != want {
+            return Err(Error::Cpu(diffinv_cpu::Error::shape(
+                "measurement",
+                &y.shape(),
+                format!("task {} with this model and method measures {want:?}", self.task.name()),
+            )));
+        }
+        self.run_with(&op, y)
+    }
+
+    /// Restores `y` measured by `op` (from [`Restorer::measure_tensor`] or
+    /// [`Restorer::operator`]).
+    ///
+    /// # Errors
+    /// As [`Restorer::run_tensor`].
+    pub fn run_with(&mut self, op: &Op, y: &Tensor) -> Result<Restored> {
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(Error::Cpu(diffinv_cpu::Error::parameter(
+                "noise",
+                self.noise,
+                "must be a non-negative number",
+            )));
+        }
+        self.settings.check(self.method)?;
+        if self.method == Method::HqsDncnn && self.loaded_denoiser.is_none() {
+            self.loaded_denoiser = Some(load_denoiser(self.denoiser.as_deref().unwrap_or("ffdnet_color"))?);
+        }
+        let t0 = Instant::now();
+        let (method, task, settings, noise, seed, index) =
+            (self.method, self.task, &self.settings, self.noise, self.seed, self.index);
+        let (model, den) = (self.model, self.loaded_denoiser.as_ref());
+        let (device, cpu, gpu) = (self.exec.device, self.exec.cpu, self.exec.gpu);
+        let (x, nfe, vjps, params, device) = self.exec.install(|monitor| {
+            if !method.is_diffusion() {
+                let o = restore_classical(method, task, settings, den, op, y, noise, monitor)?;
+                return Ok((o.x, 0, 0, o.params, "cpu".to_string()));
+            }
+            let model = model.ok_or_else(|| {
+                Error::Cpu(diffinv_cpu::Error::parameter("method", method.name(), "needs a diffusion model"))
+            })?;
+            let plan = Plan::new(model.config(), model.diffusion(), method, task, settings, noise, y.n())?;
+            let job = RestoreJob { plan: &plan, op, y, seed, index, monitor };
+            let ((x, stats), device) = dispatch(model, device, cpu, gpu, job)?;
+            Ok((x, stats.nfe, stats.vjps, plan.params, device))
+        })?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let mut image = from_tensor(&x, 0);
+        image.mapv_inplace(|v| v.clamp(0.0, 1.0));
+        Ok(Restored { image, x, nfe, vjps, seconds, params, device })
+    }
+}
+
+/// A diffusion method's run on any backend.
+struct RestoreJob<'a> {
+    plan: &'a Plan,
+    op: &'a Op,
+    y: &'a Tensor,
+    seed: u64,
+    index: u64,
+    monitor: &'a mut (dyn FnMut(usize, usize) -> bool + Send),
+}
+
+impl Job for RestoreJob<'_> {
+    type Out = (Tensor, Stats);
+
+    fn run<B: DeviceBackend>(self, b: &mut B) -> Result<(Tensor, Stats)> {
+        let y = b.upload(self.y)?;
+        let RestoreJob { plan, op, seed, index, monitor, .. } = self;
+        let (x, stats) =
+            b.with_operator(op, |b, op| plan.run(b, op, &y, seed, index, monitor))?.map_err(sample_err::<B>)?;
+        Ok((b.download(&x)?, stats))
+    }
+}
+
+/// A shipped denoiser by name, or a weights file.
+fn load_denoiser(name: &str) -> Result<Denoiser> {
+    if let Some(ck) = assets::denoiser(name)? {
+        return Ok(Denoiser::from_checkpoint(&ck)?);
+    }
+    let p = std::path::Path::new(name);
+    if p.exists() {
+        return Ok(Denoiser::from_file(p)?);
+    }
+    Err(Error::Cpu(diffinv_cpu::Error::parameter(
+        "denoiser",
+        format!("'{name}'"),
+        format!("must be a file or one of {}", diffinv_cpu::classical::denoiser::SHIPPED.join(", ")),
+    )))
+}
