@@ -61,6 +61,15 @@ impl fmt::Display for Device {
 }
 
 /// How a GPU computes (ignored on the CPU).
+///
+/// ```
+/// use diffinv::{Device, GpuOptions, Model, Restorer};
+/// let model = Model::shipped()?;
+/// let fast = GpuOptions { tf32: true, ..Default::default() };
+/// let r = Restorer::new(&model).device(Device::Cuda(0)).gpu_options(fast);
+/// # drop(r);
+/// # Ok::<(), diffinv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GpuOptions {
     /// Let cuBLAS and cuDNN use TF32 tensor cores (PyTorch's default for convolutions; about

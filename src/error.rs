@@ -3,7 +3,19 @@
 
 use std::fmt;
 
-/// An error of the `diffinv` library.
+/// An error of the `diffinv` library. Variants keep the failing layer's own typed error, whose
+/// fields name the file, tensor, shape or parameter at fault:
+///
+/// ```
+/// use diffinv::{cpu::Error as CpuError, Error, Model, Restorer};
+/// let model = Model::shipped()?;
+/// let y = ndarray::Array3::<f32>::zeros((64, 64, 3));
+/// match Restorer::new(&model).steps(0).run(y.view()) {
+///     Err(Error::Cpu(CpuError::Parameter { name, value, .. })) => assert_eq!((name.as_str(), value.as_str()), ("steps", "0")),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {

@@ -150,6 +150,14 @@ impl Job for GenerateJob<'_> {
 }
 
 /// How [`Denoising`] denoises.
+///
+/// ```
+/// let model = diffinv::Model::shipped()?;
+/// let clean = diffinv::image::to_tensor(diffinv::image::load("assets/samples/009522.png")?.view())?;
+/// let out = diffinv::Denoising::new(&model, 20).mode(diffinv::DenoiseMode::Reverse).steps(50).run(&clean)?;
+/// assert_eq!(out.nfe, out.t / 20 + 1);
+/// # Ok::<(), diffinv::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DenoiseMode {
     /// `x0_hat(x_t)` after one network evaluation.
