@@ -7,7 +7,8 @@ use diffinv_cpu::metrics::{psnr, ssim, Lpips, LpipsNet};
 use diffinv_cpu::Tensor;
 use ndarray::ArrayView3;
 
-/// The four numbers every report shows.
+/// The four numbers every report shows. SSIM needs images of at least 11x11 pixels and LPIPS
+/// at least 31x31 (AlexNet) and 16x16 (VGG); below that they are NaN.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Quality {
     /// PSNR in dB (images in [-1, 1], peak-to-peak 2).
@@ -23,9 +24,13 @@ pub struct Quality {
 impl Quality {
     /// One line: `PSNR 24.71 dB, SSIM 0.8421, LPIPS alex 0.0337 vgg 0.0827`.
     pub fn line(&self) -> String {
+        let f = |v: f64, d: usize| if v.is_nan() { "n/a".to_string() } else { format!("{v:.d$}") };
         format!(
-            "PSNR {:.2} dB, SSIM {:.4}, LPIPS alex {:.4} vgg {:.4}",
-            self.psnr, self.ssim, self.lpips_alex, self.lpips_vgg
+            "PSNR {} dB, SSIM {}, LPIPS alex {} vgg {}",
+            f(self.psnr, 2),
+            f(self.ssim, 4),
+            f(self.lpips_alex, 4),
+            f(self.lpips_vgg, 4)
         )
     }
 }
@@ -45,6 +50,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The largest image side LPIPS is computed for: both networks' feature maps of both images
+    /// then peak at about 800 MB (it grows with the pixel count); larger images get NaN.
+    pub const MAX_LPIPS_SIDE: usize = 768;
+
     /// The metrics with the shipped LPIPS weights.
     ///
     /// # Errors
@@ -54,17 +63,23 @@ impl Metrics {
         Ok(Metrics { alex: net(LpipsNet::Alex)?, vgg: net(LpipsNet::Vgg)? })
     }
 
-    /// Image `i` of `b` against image `i` of `a` (NCHW tensors in [-1, 1]).
+    /// Image `i` of `b` against image `i` of `a` (NCHW tensors in [-1, 1]); SSIM and LPIPS are
+    /// NaN for images smaller than their windows, LPIPS also above [`Metrics::MAX_LPIPS_SIDE`].
     ///
     /// # Errors
-    /// Shapes that differ, or images smaller than SSIM's 11x11 window.
+    /// Shapes that differ.
     pub fn compare_tensors(&self, a: &Tensor, b: &Tensor, i: usize) -> Result<Quality> {
         let (ai, bi) = (a.slice_batch(i, 1), b.slice_batch(i, 1));
+        let side = ai.h().min(ai.w());
+        let fits = ai.h().max(ai.w()) <= Self::MAX_LPIPS_SIDE;
+        let lpips = |net: &Lpips| -> Result<f64> {
+            Ok(if side >= net.min_side() && fits { net.distance(&ai, &bi)?[0] } else { f64::NAN })
+        };
         Ok(Quality {
             psnr: psnr(&ai, &bi, 0)?,
-            ssim: ssim(&ai, &bi, 0)?,
-            lpips_alex: self.alex.distance(&ai, &bi)?[0],
-            lpips_vgg: self.vgg.distance(&ai, &bi)?[0],
+            ssim: if side >= 11 { ssim(&ai, &bi, 0)? } else { f64::NAN },
+            lpips_alex: lpips(&self.alex)?,
+            lpips_vgg: lpips(&self.vgg)?,
         })
     }
 

@@ -261,11 +261,12 @@ impl<'m> Restorer<'m> {
     /// # Errors
     /// As [`Restorer::run_tensor`].
     pub fn run_with(&mut self, op: &Op, y: &Tensor) -> Result<Restored> {
-        if !(self.noise.is_finite() && self.noise >= 0.0) {
+        let max = diffinv_cpu::ops::MAX_NOISE;
+        if !(0.0..=max).contains(&self.noise) {
             return Err(Error::Cpu(diffinv_cpu::Error::parameter(
                 "noise",
                 self.noise,
-                "must be a non-negative number",
+                format!("must be in [0, {max}]"),
             )));
         }
         self.settings.check(self.method)?;

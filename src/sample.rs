@@ -250,8 +250,14 @@ impl<'m> Denoising<'m> {
         }
         let sched = schedule(self.model, self.steps)?;
         let chain = sched.chain();
-        let k = chain.index_at_or_below(self.t).ok_or_else(|| {
-            Error::Cpu(diffinv_cpu::Error::parameter("t", self.t, "must not be below the chain's first step"))
+        // A respaced chain has its own steps: `t` must be one of them, not silently rounded.
+        let k = chain.index_at_or_below(self.t).filter(|&k| chain.steps()[k] == self.t).ok_or_else(|| {
+            let near: Vec<String> = chain.steps().windows(2).find(|w| w[0] <= self.t && self.t <= w[1]).map_or_else(
+                || chain.steps().iter().take(2).map(|s| s.to_string()).collect(),
+                |w| w.iter().map(|s| s.to_string()).collect(),
+            );
+            let reason = format!("must be a step of the {}-step chain (nearest: {})", chain.len(), near.join(", "));
+            Error::Cpu(diffinv_cpu::Error::parameter("t", self.t, reason))
         })?;
         let (model, k, mode, seed, index) = (self.model, k, self.mode, self.seed, self.index);
         let (device, cpu, gpu) = (self.exec.device, self.exec.cpu, self.exec.gpu);

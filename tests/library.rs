@@ -14,12 +14,17 @@ fn face() -> ndarray::Array3<f32> {
 fn bad_settings_are_typed_errors_naming_the_parameter() {
     let m = Model::shipped().unwrap();
     let y = Restorer::new(&m).measure(face().view()).unwrap();
-    let cases: [(Restorer<'_>, &str); 5] = [
+    let cases: [(Restorer<'_>, &str); 10] = [
         (Restorer::new(&m).steps(0), "steps"),
         (Restorer::new(&m).steps(5000), "steps"),
         (Restorer::new(&m).method(Method::DiffPir).zeta(1.5), "zeta"),
+        (Restorer::new(&m).method(Method::Dps).zeta(-1.0), "zeta"),
+        (Restorer::new(&m).method(Method::Dps).zeta(f64::INFINITY), "zeta"),
+        (Restorer::new(&m).method(Method::Dps).zeta(1e7), "zeta"),
         (Restorer::new(&m).lambda(f64::NAN), "lambda"),
         (Restorer::new(&m).noise(-0.1), "noise"),
+        (Restorer::new(&m).noise(1e30), "noise"),
+        (Restorer::new(&m).method(Method::HqsTv).steps(10_000_000), "steps"),
     ];
     for (r, want) in cases {
         // Refused before any step runs.
@@ -92,4 +97,43 @@ fn the_array_and_tensor_paths_agree() {
     assert!(e < 1e-5, "array vs tensor path: {e:.2e}");
     assert_eq!((a.nfe, b.nfe), (4, 4));
     assert!(a.image.iter().all(|v| (0.0..=1.0).contains(v)), "the image is clipped to [0, 1]");
+}
+
+/// Every height from 1 to 300 px (by 16 px, the smallest VGG takes), every size up to 64 x 64
+/// and a few larger go through PSNR, SSIM and both LPIPS networks: a number, or NaN where the
+/// image is smaller than the metric's window (SSIM 11 px, AlexNet 31, VGG 16), never a panic.
+/// (The `metrics` fuzz target covers all sizes to 300 x 300.)
+#[test]
+fn metrics_take_every_image_size() {
+    let m = diffinv::metrics::Metrics::shipped().unwrap();
+    let img = |h: usize, w: usize, k: f32| {
+        ndarray::Array3::from_shape_fn((h, w, 3), |(y, x, c)| {
+            (((y * 7 + x * 13 + c * 5) as f32 * k).sin() * 0.5 + 0.5).clamp(0.0, 1.0)
+        })
+    };
+    let small = (1..=64)
+        .flat_map(|h| (1..=64).map(move |w| (h, w)))
+        .filter(|&(h, w)| h == w || h.min(w) == 1 || w == 16 || (h == 31 && w >= 31));
+    let large = [(97, 97), (128, 128), (255, 255), (300, 300), (300, 31), (31, 300), (16, 300)];
+    let sizes = (1..=300).map(|s| (s, 16)).chain(small).chain(large);
+    for (h, w) in sizes {
+        let q = m.compare(img(h, w, 0.1).view(), img(h, w, 0.13).view()).unwrap();
+        let side = h.min(w);
+        assert!(q.psnr.is_finite() && q.psnr > 0.0, "{h}x{w}: {q:?}");
+        assert_eq!(q.ssim.is_nan(), side < 11, "{h}x{w}: {q:?}");
+        assert!(q.ssim.is_nan() || q.ssim.abs() <= 1.0, "{h}x{w}: {q:?}");
+        for d in [q.lpips_alex, q.lpips_vgg] {
+            assert!(d.is_nan() || (d.is_finite() && d >= 0.0), "{h}x{w}: {q:?}");
+        }
+        if side >= 64 {
+            assert!(!q.lpips_alex.is_nan() && !q.lpips_vgg.is_nan(), "{h}x{w}: {q:?}");
+        }
+    }
+    // Above the LPIPS limit, PSNR and SSIM only.
+    let side = diffinv::metrics::Metrics::MAX_LPIPS_SIDE;
+    for (h, w) in [(side, 16), (side + 1, 16), (16, side + 1)] {
+        let q = m.compare(img(h, w, 0.1).view(), img(h, w, 0.13).view()).unwrap();
+        assert_eq!(q.lpips_vgg.is_nan(), h.max(w) > side, "{h}x{w}: {q:?}");
+        assert!(q.psnr.is_finite() && q.ssim.is_finite(), "{h}x{w}: {q:?}");
+    }
 }

@@ -52,3 +52,40 @@ impl DeviceArgs {
         Ok((device, GpuOptions { tf32: self.tf32, cudnn: self.cudnn, profile: false }))
     }
 }
+
+/// A parser for a whole number in `lo..=hi` (the range is in the error message).
+pub fn usize_in(lo: usize, hi: usize) -> impl Fn(&str) -> std::result::Result<usize, String> + Clone + Send + Sync {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected a whole number in {lo}..={hi}, got '{s}'")),
+    }
+}
+
+/// A parser for an odd whole number in `1..=hi` (kernel sides).
+pub fn odd_in(hi: usize) -> impl Fn(&str) -> std::result::Result<usize, String> + Clone + Send + Sync {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(v) if v % 2 == 1 && v <= hi => Ok(v),
+        _ => Err(format!("expected an odd whole number in 1..={hi}, got '{s}'")),
+    }
+}
+
+/// A parser for a number in `[lo, hi]` (NaN and infinities refused).
+pub fn f64_in(lo: f64, hi: f64) -> impl Fn(&str) -> std::result::Result<f64, String> + Clone + Send + Sync {
+    move |s| match s.trim().parse::<f64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number in [{lo}, {hi}], got '{s}'")),
+    }
+}
+
+/// A parser for a positive number up to `hi` (`(0, hi]`).
+pub fn positive_up_to(hi: f64) -> impl Fn(&str) -> std::result::Result<f64, String> + Clone + Send + Sync {
+    move |s| match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= hi => Ok(v),
+        _ => Err(format!("expected a number in (0, {hi}], got '{s}'")),
+    }
+}
+
+/// The most options take: iterations, steps, images (the library's iteration bound).
+pub const MAX_STEPS: usize = diffinv::cpu::solve::MAX_ITERS;
+/// The largest step size or weight (`--zeta`, `--lambda`), the library's.
+pub const MAX_WEIGHT: f64 = diffinv::cpu::solve::MAX_WEIGHT;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 /// Options every command takes.
 #[derive(Args, Clone, Debug)]
 pub struct Global {
-    /// Worker threads (default: all cores).
-    #[arg(long, global = true, value_name = "N")]
+    /// Worker threads, 1..=1024 (default: all cores; more than the cores are capped to them).
+    #[arg(long, global = true, value_name = "N", value_parser = crate::args::usize_in(1, 1024))]
     pub threads: Option<usize>,
     /// Seed of every random draw; the same seed gives the same output.
     #[arg(long, global = true, default_value_t = 0, value_name = "S")]
@@ -45,6 +45,7 @@ fn flag(name: &str) -> String {
     match name {
         "steps" | "zeta" | "lambda" | "t0" | "noise" | "missing" | "intensity" | "scale" | "task" | "method"
         | "denoiser" | "device" | "t" | "box" => format!("--{name}"),
+        "kernel_size" => "--kernel-size".into(),
         "box size" => "--box-size".into(),
         "blur std" => "--blur-std".into(),
         "ddim_eta" => "--ddim-eta".into(),
@@ -59,8 +60,9 @@ impl From<diffinv::Error> for CliError {
         use diffinv::model::Error as M;
         match &e {
             diffinv::Error::Cancelled => CliError { code: 130, message: "interrupted; nothing was written".into() },
+            // A value out of its range is a usage error, wherever it is found.
             diffinv::Error::Cpu(C::Parameter { name, value, reason }) => {
-                CliError::runtime(format!("{} {reason}, got {value}", flag(name)))
+                CliError::usage(format!("{} {reason}, got {value}", flag(name)))
             }
             diffinv::Error::Model(M::NoConfig { .. }) => CliError::runtime(format!("{e}: give --config")),
             diffinv::Error::Model(M::TensorShape { .. } | M::UnusedTensors { .. }) => {
@@ -95,13 +97,18 @@ pub fn interrupted() -> bool {
 impl Global {
     /// Sets up the thread pool and Ctrl-C handling.
     pub fn init(&self) -> Result<()> {
-        if self.threads == Some(0) {
-            return Err(CliError::usage("--threads must be at least 1"));
-        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match self.threads {
+            Some(n) if n > cores => {
+                self.say(format!("diffinv: --threads {n} is more than the {cores} cores; using {cores}"));
+                Some(cores)
+            }
+            t => t,
+        };
         // 0 = rayon's default (all cores). Commands run on a worker of this pool (see main), so
         // its threads get the main thread's stack size.
         rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads.unwrap_or(0))
+            .num_threads(threads.unwrap_or(0))
             .stack_size(8 << 20)
             .build_global()
             .map_err(|e| CliError::runtime(format!("cannot start {} threads: {e}", self.threads.unwrap_or(0))))?;
@@ -183,18 +190,34 @@ impl Progress {
     }
 }
 
-/// `x` when its side is `side` (or no side is asked for), else an error naming the file and the
-/// flag that fixes it.
-pub fn exact_side(x: diffinv::Tensor, side: Option<usize>, path: &std::path::Path) -> Result<diffinv::Tensor> {
-    match side {
-        Some(s) if x.h() != s || x.w() != s => Err(CliError::runtime(format!(
-            "{}: image is {}x{}, the model takes {s}x{s} (use --resize to centre-crop and resize)",
-            path.display(),
-            x.w(),
-            x.h()
-        ))),
-        _ => Ok(x),
+/// Refuses, before any work, an output that is one of the inputs or another output (following
+/// symlinks). Devices (`/dev/null`) may be named more than once.
+pub fn distinct_outputs(inputs: &[&std::path::Path], outputs: &[(&str, &std::path::Path)]) -> Result<()> {
+    use diffinv::model::io::same_file;
+    let is_device = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    for (i, (flag, o)) in outputs.iter().enumerate() {
+        if let Some(inp) = inputs.iter().find(|inp| same_file(inp, o)) {
+            return Err(CliError::usage(format!("{flag} {} would overwrite the input {}", o.display(), inp.display())));
+        }
+        if let Some((f2, _)) = outputs[..i].iter().find(|(_, o2)| same_file(o, o2) && !is_device(o)) {
+            return Err(CliError::usage(format!("{flag} and {f2} name the same file {}", o.display())));
+        }
     }
+    Ok(())
+}
+
+/// The image at `path` when it is `side x side` (checked from its header before decoding), else
+/// an error naming the file and the flag that fixes it.
+pub fn load_exact(path: &std::path::Path, side: usize) -> Result<diffinv::Tensor> {
+    use diffinv::cpu::image_io::{dimensions, load_image, Fit};
+    let (w, h) = dimensions(path)?;
+    if w != side || h != side {
+        return Err(CliError::runtime(format!(
+            "{}: image is {w}x{h}, the model takes {side}x{side} (use --resize to centre-crop and resize)",
+            path.display()
+        )));
+    }
+    Ok(load_image(path, Fit::Exact(side))?)
 }
 
 /// The peak resident set size of this process in MiB (Linux; 0 elsewhere).

@@ -7,7 +7,8 @@ use diffinv::metrics::Quality;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// Lists the images of a folder, sorted.
+/// Lists the images of a folder, sorted; two with the same stem (`x.jpg`, `x.png`) would map to
+/// one output and are refused.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| CliError::runtime(format!("{}: {e}", dir.display())))?;
     let mut v: Vec<PathBuf> = rd
@@ -20,6 +21,17 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     v.sort();
+    let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let mut stems: Vec<(Option<String>, &PathBuf)> = v.iter().map(|p| (stem(p), p)).collect();
+    stems.sort();
+    if let Some(w) = stems.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(CliError::usage(format!(
+            "{} and {} would both be written as {}.png; rename one",
+            w[0].1.display(),
+            w[1].1.display(),
+            w[0].0.as_deref().unwrap_or_default()
+        )));
+    }
     Ok(v)
 }
 
@@ -37,13 +49,20 @@ pub fn run_folder(
     if let Some(p) = side.filter(|p| p.exists() && !p.is_dir()) {
         return Err(CliError::usage(format!("with a folder INPUT, {} must be a folder", p.display())));
     }
+    let same = diffinv::model::io::same_file;
+    for d in std::iter::once(output).chain(side) {
+        if same(d, input) {
+            return Err(CliError::usage(format!("{} is the input folder; write the outputs elsewhere", d.display())));
+        }
+    }
+    if side.is_some_and(|s| same(s, output)) {
+        return Err(CliError::usage("the measurement/noisy folder and the output folder must differ"));
+    }
     let inputs = list_images(input)?;
     if inputs.is_empty() {
         return Err(CliError::runtime(format!("{}: no PNG or JPEG images", input.display())));
     }
-    for d in std::iter::once(output).chain(side) {
-        std::fs::create_dir_all(d).map_err(|e| CliError::runtime(format!("{}: {e}", d.display())))?;
-    }
+    // Output folders are made by the first write: an interrupted run leaves no empty folder.
     let (mut results, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let (mut sums, mut scored) = (Quality::default(), 0usize);
     for (i, path) in inputs.iter().enumerate() {

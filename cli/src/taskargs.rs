@@ -1,10 +1,12 @@
 //! Operator options shared by `restore`, `degrade` and `eval`.
 
+use crate::args::{f64_in, odd_in, positive_up_to, usize_in};
 use crate::common::{CliError, Result};
 use clap::Args;
 use diffinv::cpu::image_io::load_gray;
 use diffinv::cpu::ops::kernels::from_image;
 use diffinv::cpu::ops::mask::BoxSpec;
+use diffinv::cpu::ops::{MAX_BLUR_STD, MAX_NOISE};
 use diffinv::{Restorer, Task, TaskParams};
 use std::path::PathBuf;
 
@@ -20,26 +22,26 @@ pub struct OpArgs {
     /// A fixed box hole `X,Y,SIZE` (default: a seeded random position).
     #[arg(long = "box", value_name = "X,Y,SIZE")]
     pub box_spec: Option<String>,
-    /// Fraction of pixels missing for inpaint-random.
-    #[arg(long, value_name = "P")]
+    /// Fraction of pixels missing for inpaint-random, in [0, 1].
+    #[arg(long, value_name = "P", value_parser = f64_in(0.0, 1.0))]
     pub missing: Option<f64>,
     /// Blur kernel image (grayscale, normalised to sum 1).
     #[arg(long, value_name = "PNG")]
     pub kernel: Option<PathBuf>,
-    /// Gaussian blur std in pixels (default 3.0 * size/256).
-    #[arg(long, value_name = "S")]
+    /// Gaussian blur std in pixels, in (0, 256] (default 3.0 * size/256).
+    #[arg(long, value_name = "S", value_parser = positive_up_to(MAX_BLUR_STD))]
     pub blur_std: Option<f64>,
-    /// Blur kernel side (default 61 * size/256, odd).
-    #[arg(long, value_name = "K")]
+    /// Blur kernel side: odd, up to 1023 and below twice the image side (default 61 * size/256).
+    #[arg(long, value_name = "K", value_parser = odd_in(1023))]
     pub kernel_size: Option<usize>,
     /// Motion blur intensity in [0, 1].
-    #[arg(long, value_name = "I")]
+    #[arg(long, value_name = "I", value_parser = f64_in(0.0, 1.0))]
     pub intensity: Option<f64>,
-    /// Super-resolution factor.
-    #[arg(long, value_name = "F")]
+    /// Super-resolution factor, 1..=16 (dividing the image side).
+    #[arg(long, value_name = "F", value_parser = usize_in(1, 16))]
     pub scale: Option<usize>,
-    /// Measurement noise sigma_y in [-1, 1] units.
-    #[arg(long, value_name = "SIGMA", default_value_t = 0.05)]
+    /// Measurement noise sigma_y in [-1, 1] units, in [0, 1].
+    #[arg(long, value_name = "SIGMA", default_value_t = 0.05, value_parser = f64_in(0.0, MAX_NOISE))]
     pub noise: f64,
 }
 
@@ -64,12 +66,10 @@ impl OpArgs {
             only(task == Task::InpaintBox, "--box")?;
             let v: Vec<usize> = b
                 .split(',')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| CliError::usage(format!("--box '{b}': expected X,Y,SIZE")))?;
-            if v.len() != 3 {
-                return Err(CliError::usage(format!("--box '{b}': expected X,Y,SIZE")));
-            }
+                .map(|s| s.trim().parse::<usize>().ok().filter(|&v| v <= 65_535))
+                .collect::<Option<_>>()
+                .filter(|v: &Vec<usize>| v.len() == 3)
+                .ok_or_else(|| CliError::usage(format!("--box '{b}': expected X,Y,SIZE, each in 0..=65535")))?;
             p.box_spec = Some(BoxSpec { x: v[0], y: v[1], size: v[2] });
         }
         if let Some(m) = self.missing {
@@ -101,9 +101,6 @@ impl OpArgs {
         }
         if let Some(k) = self.kernel_size {
             only(blur, "--kernel-size")?;
-            if k % 2 == 0 || k == 0 {
-                return Err(CliError::usage(format!("--kernel-size must be odd, got {k}")));
-            }
             p.kernel_size = Some(k);
         }
         if let Some(i) = self.intensity {
@@ -113,9 +110,6 @@ impl OpArgs {
         if let Some(s) = self.scale {
             only(task == Task::Sr4, "--scale")?;
             p.scale = Some(s);
-        }
-        if !self.noise.is_finite() || self.noise < 0.0 {
-            return Err(CliError::usage(format!("--noise must be a non-negative number, got {}", self.noise)));
         }
         Ok(p)
     }

@@ -2,55 +2,9 @@
 //! exit code (1 runtime, 2 usage) and no panic; folder runs continue past bad files and resume;
 //! outputs do not depend on --threads; `eval` writes its report and resumes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_diffinv"))
-}
-
-fn data(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(p)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("diffinv-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("runs")
-}
-
-/// Asserts a clean failure: the exit code, one `diffinv: error:` line containing `needles`.
-fn fails(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "exit code for: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "no panic: {err}");
-    if code == 1 {
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "one line: {err}");
-        assert!(lines[0].starts_with("diffinv: error: "), "{err}");
-    }
-    for n in needles {
-        assert!(err.contains(n), "'{n}' in: {err}");
-    }
-}
-
-/// A folder `dir` holding two dev faces, 009501 and 009502.
-fn two_faces(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["009501.png", "009502.png"] {
-        std::fs::copy(data(&format!("celeba64/{f}")), dir.join(f)).unwrap();
-    }
-    dir.to_path_buf()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
+use std::process::Command;
 
 #[test]
 fn errors_are_one_clear_line() {
@@ -134,15 +88,6 @@ fn errors_are_one_clear_line() {
     // any size: a 64x64 SR measurement is then a 64 -> 256 problem).
     fails(&run(&["restore", "--task", "sr4", "--method", "dps", s(&face), "-o", s(&out)]), 1, &["16x16"]);
     assert!(!out.exists(), "no output after a failure");
-}
-
-/// A 32x32 white PNG.
-fn image_bytes(side: u32) -> Vec<u8> {
-    let d = tmp(&format!("img{side}"));
-    let p = d.join("w.png");
-    let img = image::RgbImage::from_pixel(side, side, image::Rgb([255, 255, 255]));
-    img.save(&p).unwrap();
-    std::fs::read(&p).unwrap()
 }
 
 #[test]

@@ -8,18 +8,40 @@ use diffinv_model::io::write_atomic;
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
 use std::path::Path;
 
-/// The largest image side accepted.
-pub const MAX_SIDE: u32 = 16_384;
-/// The largest decoded size in bytes.
-pub const MAX_BYTES: u64 = 1 << 30;
+/// The largest image side decoded: 4096 px (an RGB tensor of 4096x4096 is 192 MiB; the
+/// decoder's own buffer at most 128 MiB more).
+pub const MAX_SIDE: u32 = 4096;
+/// The most bytes the decoder may allocate.
+pub const MAX_BYTES: u64 = 256 << 20;
+
+/// Width and height of an image file, read from its header without decoding pixels.
+///
+/// # Errors
+/// The file cannot be read, or is not a PNG or JPEG with a readable header.
+pub fn dimensions(path: &Path) -> Result<(usize, usize)> {
+    let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    let shown = path.display().to_string();
+    let reader = reader.with_guessed_format().map_err(|e| Error::image(&shown, e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(Error::image(shown, "not an image (expected PNG or JPEG)"));
+    }
+    let (w, h) = reader.into_dimensions().map_err(|e| Error::image(&shown, format!("not a readable image ({e})")))?;
+    Ok((w as usize, h as usize))
+}
 
 /// Decodes an image file, refusing sizes over the limits before decoding pixels.
+///
+/// # Errors
+/// The file cannot be read, is not a PNG or JPEG, is larger than [`MAX_SIDE`], or is corrupt.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
     let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
     decode_reader(reader, &path.display().to_string())
 }
 
 /// Decodes an image held in memory (`name` is used in errors), with the same limits.
+///
+/// # Errors
+/// As [`decode`].
 pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<DynamicImage> {
     decode_reader(ImageReader::new(std::io::Cursor::new(bytes)), name)
 }
@@ -29,32 +51,50 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, sh
     if reader.format().is_none() {
         return Err(Error::image(shown, "not an image (expected PNG or JPEG)"));
     }
+    // The side is checked below, from the header, so the message can say the size.
     let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| match e {
+    let failed = |e: image::ImageError| match e {
         image::ImageError::Limits(_) => Error::image(
             shown,
             format!("image larger than {MAX_SIDE}x{MAX_SIDE} pixels or {} MiB decoded", MAX_BYTES >> 20),
         ),
         image::ImageError::Unsupported(u) => Error::image(shown, format!("unsupported image: {u}")),
         e => Error::image(shown, format!("not a readable image ({e})")),
-    })
+    };
+    // The header first: the size is refused, with itself in the message, before any pixel.
+    let decoder = reader.into_decoder().map_err(failed)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(Error::image(shown, format!("image is {w}x{h}, larger than the {MAX_SIDE}x{MAX_SIDE} limit")));
+    }
+    DynamicImage::from_decoder(decoder).map_err(failed)
 }
 
-/// RGB pixels as floats in [0, 1] (grayscale is replicated, alpha dropped, 16-bit kept exact).
-fn rgb_f64(img: &DynamicImage) -> (usize, usize, Vec<f64>) {
+/// The image as a `1 x 3 x H x W` tensor in [-1, 1]: `2 (v/max) - 1` in f64 for every 8- or
+/// 16-bit channel value (grayscale replicated, alpha dropped), without a wider copy of the image.
+fn to_tensor(img: &DynamicImage) -> Tensor {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let v = match img {
+    let mut t = Tensor::zeros([1, 3, h, w]);
+    let d = t.data_mut();
+    let mut put = |p: usize, c: usize, v: f64| d[c * h * w + p] = (v * 2.0 - 1.0) as f32;
+    match img {
         DynamicImage::ImageLuma16(_)
         | DynamicImage::ImageLumaA16(_)
         | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageRgba16(_) => img.to_rgb16().into_raw().into_iter().map(|v| v as f64 / 65535.0).collect(),
-        _ => img.to_rgb8().into_raw().into_iter().map(|v| v as f64 / 255.0).collect(),
-    };
-    (h, w, v)
+        | DynamicImage::ImageRgba16(_) => {
+            for (p, px) in img.to_rgb16().pixels().enumerate() {
+                (0..3).for_each(|c| put(p, c, px.0[c] as f64 / 65535.0));
+            }
+        }
+        _ => {
+            for (p, px) in img.to_rgb8().pixels().enumerate() {
+                (0..3).for_each(|c| put(p, c, px.0[c] as f64 / 255.0));
+            }
+        }
+    }
+    t
 }
 
 /// Centre-crops to a square and resizes to `size x size` (Lanczos3).
@@ -78,37 +118,36 @@ pub enum Fit {
     Exact(usize),
     /// Centre-crop and resize to `size x size`.
     Resize(usize),
+    /// Any size up to `side x side`.
+    Max(usize),
 }
 
-/// An image file as a `1 x 3 x H x W` tensor in [-1, 1] (`x = u8/127.5 - 1`).
+/// An image file as a `1 x 3 x H x W` tensor in [-1, 1] (`x = u8/127.5 - 1`); the size is read
+/// from the header and checked before any pixel is decoded.
+///
+/// # Errors
+/// As [`decode`], and an image of another size than [`Fit::Exact`] asks for.
 pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
-    let mut img = decode(path)?;
+    let (w, h) = dimensions(path)?;
+    let shown = path.display().to_string();
     match fit {
-        Fit::Any => {}
-        Fit::Exact(s) => {
-            if img.width() as usize != s || img.height() as usize != s {
-                return Err(Error::image(
-                    path.display().to_string(),
-                    format!(
-                        "image is {}x{}, the model takes {s}x{s} (centre-crop and resize it, Fit::Resize)",
-                        img.width(),
-                        img.height()
-                    ),
-                ));
-            }
+        Fit::Exact(s) if w != s || h != s => {
+            return Err(Error::image(
+                shown,
+                format!("image is {w}x{h}, the model takes {s}x{s} (centre-crop and resize it, Fit::Resize)"),
+            ))
         }
-        Fit::Resize(s) => img = crop_resize(&img, s as u32),
-    }
-    let (h, w, v) = rgb_f64(&img);
-    let mut t = Tensor::zeros([1, 3, h, w]);
-    let d = t.data_mut();
-    for p in 0..h * w {
-        for c in 0..3 {
-            // u8/127.5 - 1 == 2 (u8/255) - 1, computed in f64 as the reference does.
-            d[c * h * w + p] = (v[p * 3 + c] * 2.0 - 1.0) as f32;
+        Fit::Max(m) if w > m || h > m => {
+            return Err(Error::image(shown, format!("image is {w}x{h}, larger than the {m}x{m} this takes")))
         }
+        _ => {}
     }
-    Ok(t)
+    let mut img = decode(path)?;
+    if let Fit::Resize(s) = fit {
+        img = crop_resize(&img, s as u32);
+    }
+    // u8/127.5 - 1 == 2 (u8/255) - 1, computed in f64 as the reference does.
+    Ok(to_tensor(&img))
 }
 
 /// A grayscale image in [0, 1] (masks, kernels): `(h, w, values)`.

@@ -2,7 +2,7 @@
 //! config JSON and images must return an error, never panic, and never allocate much more than
 //! the input can justify (checked by a counting allocator).
 
-use diffinv_cpu::image_io::decode_bytes;
+use diffinv_cpu::image_io::{decode_bytes, load_image, Fit};
 use diffinv_model::checkpoint::{unpickle, Checkpoint};
 use diffinv_model::UNetConfig;
 use proptest::prelude::*;
@@ -186,7 +186,9 @@ fn deep_nesting_is_harmless() {
     p.push(b'.');
     let _ = unpickle(&p, None);
     let mut q = vec![0x80, 2, b')'];
-    q.extend(std::iter::repeat_n(0x85, 200_000)); // TUPLE1: wrap the top in another tuple
+    // TUPLE1 wraps the top in another tuple; DUP and POP pad each level to the three bytes
+    // a node may cost without hitting the node budget (half the pickle's length).
+    q.extend(std::iter::repeat_n([0x85, b'2', b'0'], 200_000).flatten());
     q.push(b'.');
     assert!(unpickle(&q, None).is_ok(), "nesting is data, not recursion");
     checkpoint(q);
@@ -198,4 +200,61 @@ fn code_execution_globals_are_refused() {
     let p = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
     let e = unpickle(p, None).unwrap_err();
     assert!(e.contains("os.system"), "{e}");
+}
+
+/// CRC-32 (ISO-HDLC, as PNG uses), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// A well-formed PNG header declaring `w x h` RGB pixels, with a short valid IDAT start.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = b.len();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(data);
+        let crc = crc32(&b[start..]);
+        b.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+    chunk(b"IEND", &[]);
+    b
+}
+
+/// A valid PNG header declaring 16384 x 16384 (once decoded to 10 GB before the error) is
+/// refused from its header, with its size and the limit in the message; sizes read from headers
+/// are what [`dimensions`](diffinv_cpu::image_io::dimensions) reports.
+#[test]
+fn large_declared_images_are_refused_from_the_header() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (w, h) in [(16384, 16384), (4097, 16), (16, 100_000)] {
+        let b = png_header(w, h);
+        let e = bounded(&b, || decode_bytes(&b, "big.png")).expect_err("refused").to_string();
+        assert!(e.contains(&format!("{w}x{h}")) && e.contains("4096x4096"), "{e}");
+        let path = std::env::temp_dir().join(format!("diffinv-big-{}-{w}x{h}.png", std::process::id()));
+        std::fs::write(&path, &b).unwrap();
+        assert_eq!(diffinv_cpu::image_io::dimensions(&path).unwrap(), (w as usize, h as usize));
+        for fit in [Fit::Exact(64), Fit::Max(1024), Fit::Any] {
+            let e = bounded(&b, || load_image(&path, fit)).expect_err("refused").to_string();
+            assert!(e.contains(&format!("{w}x{h}")), "{fit:?}: {e}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+    // Within the limit the header is accepted and the broken pixel data is the error.
+    let b = png_header(64, 64);
+    let e = decode_bytes(&b, "small.png").expect_err("no pixels").to_string();
+    assert!(e.contains("not a readable image"), "{e}");
 }

@@ -223,6 +223,20 @@ impl UNetConfig {
                 return bad(k, "must be positive".into());
             }
         }
+        for (k, v, max) in [
+            ("image_size", self.image_size, MAX_IMAGE_SIZE),
+            ("in_channels", self.in_channels, 64),
+            ("out_channels", self.out_channels, 128),
+            ("model_channels", self.model_channels, MAX_CHANNELS),
+            ("num_res_blocks", self.num_res_blocks, MAX_RES_BLOCKS),
+            ("num_heads", self.num_heads, 1024),
+            ("num_heads_upsample", self.num_heads_upsample, 1024),
+            ("attention_resolutions", self.attention_resolutions.len(), MAX_LEVELS),
+        ] {
+            if v > max {
+                return bad(k, format!("{v} is more than the {max} diffinv accepts"));
+            }
+        }
         if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
             return bad("channel_mult", format!("{:?} must be non-empty and positive", self.channel_mult));
         }
@@ -243,7 +257,13 @@ impl UNetConfig {
             );
         }
         for &m in &self.channel_mult {
-            if !m.checked_mul(self.model_channels).is_some_and(|c| c.is_multiple_of(32)) {
+            if m > MAX_CHANNELS || m * self.model_channels > MAX_CHANNELS {
+                return bad(
+                    "channel_mult",
+                    format!("{m} x {} channels is more than {MAX_CHANNELS}", self.model_channels),
+                );
+            }
+            if !(m * self.model_channels).is_multiple_of(32) {
                 return bad(
                     "channel_mult",
                     format!("{m} x {} channels are not divisible by GroupNorm's 32 groups", self.model_channels),
@@ -253,6 +273,12 @@ impl UNetConfig {
         for &r in &self.attention_resolutions {
             if r == 0 || !self.image_size.is_multiple_of(r) {
                 return bad("attention_resolutions", format!("{r} does not divide image_size {}", self.image_size));
+            }
+            if r > MAX_ATTENTION_SIDE {
+                return bad(
+                    "attention_resolutions",
+                    format!("attention on {r}x{r} maps (at most {MAX_ATTENTION_SIDE})"),
+                );
             }
         }
         if self.num_head_channels == Some(0) {
@@ -313,6 +339,14 @@ impl UNetConfig {
 
 /// The most levels (halvings + 1) a config may have.
 pub const MAX_LEVELS: usize = 16;
+/// The largest image side a config may declare.
+pub const MAX_IMAGE_SIZE: usize = 2048;
+/// The most channels a level may have (`model_channels x channel_mult`).
+pub const MAX_CHANNELS: usize = 8192;
+/// The largest feature map with attention (its scores are `side^4` floats a head).
+pub const MAX_ATTENTION_SIDE: usize = 64;
+/// The most ResBlocks per level.
+pub const MAX_RES_BLOCKS: usize = 16;
 
 /// guided-diffusion's default `channel_mult` for an image size.
 fn default_channel_mult(image_size: usize) -> Result<Vec<usize>> {

@@ -7,6 +7,9 @@ use crate::error::Result;
 use crate::graph::{next_id, Attn, Conv, ConvGeom, Graph, Layer, LayerSet, Res, Resample};
 use crate::weights::WeightSource;
 
+/// The most parameters a model may have (8 GiB of f32; ADM ImageNet-256 has 552 M).
+pub const MAX_PARAMS: usize = 2_000_000_000;
+
 /// The description's layer types: weights as they are stored.
 pub struct Desc;
 
@@ -178,6 +181,15 @@ impl Graph<Desc> {
     /// An invalid config, or a parameter the source cannot give.
     pub fn read(cfg: &UNetConfig, w: &mut dyn WeightSource) -> Result<Self> {
         cfg.validate()?;
+        // The parameter count before any weight is allocated (a config alone can ask for any).
+        let params = Self::read_unchecked(cfg, &mut crate::weights::ShapeOnly)?.params;
+        if params > MAX_PARAMS {
+            return Err(crate::Error::config("config", format!("{params} parameters (at most {MAX_PARAMS})")));
+        }
+        Self::read_unchecked(cfg, w)
+    }
+
+    fn read_unchecked(cfg: &UNetConfig, w: &mut dyn WeightSource) -> Result<Self> {
         let mut r = Reader { w, params: 0, cfg, proj: Vec::new() };
         let mc = cfg.model_channels;
         let attn_ds: Vec<usize> = cfg.attention_resolutions.iter().map(|res| cfg.image_size / res).collect();

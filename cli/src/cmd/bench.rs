@@ -1,7 +1,7 @@
 //! `diffinv bench`: time the UNet (forward, or forward + input gradient) or a whole DPS run on
 //! seeded random weights, on the CPU or a GPU.
 
-use crate::args::DeviceArgs;
+use crate::args::{usize_in, DeviceArgs};
 use crate::common::{peak_rss_mib, CliError, Global, Result};
 use clap::{Args, Subcommand};
 use diffinv::cpu::gemm::Isa;
@@ -31,7 +31,7 @@ pub struct DpsArgs {
     #[arg(long, default_value = "ffhq256")]
     config: String,
     /// DPS steps (respaced below 1000).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = usize_in(1, 1000))]
     steps: usize,
     #[command(flatten)]
     device: DeviceArgs,
@@ -49,14 +49,14 @@ pub struct UnetArgs {
     /// or tf32 (GPU tensor cores).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "tf32"])]
     dtype: String,
-    /// Images per call.
-    #[arg(long, default_value_t = 1)]
+    /// Images per call (1..=64).
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1, 64))]
     batch: usize,
-    /// Image side (default: the config's image_size).
-    #[arg(long)]
+    /// Image side, 8..=1024 (default: the config's image_size).
+    #[arg(long, value_parser = usize_in(8, 1024))]
     size: Option<usize>,
-    /// Timed calls (after one warm-up call); the median is reported.
-    #[arg(long)]
+    /// Timed calls (after one warm-up call), 1..=10000; the median is reported.
+    #[arg(long, value_parser = usize_in(1, 10_000))]
     reps: Option<usize>,
     /// cpu, or cuda / cuda:N.
     #[arg(long, default_value = "cpu")]

@@ -1,9 +1,10 @@
 //! `diffinv degrade`: write the simulated measurement of a clean image.
 
+use crate::args::usize_in;
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
-use diffinv::cpu::image_io::{load_image, save_image, Fit};
+use diffinv::cpu::image_io::{load_image, save_image, Fit, MAX_SIDE};
 use diffinv::{Restorer, Tensor};
 use std::path::PathBuf;
 
@@ -23,24 +24,33 @@ pub struct DegradeArgs {
     /// Also write the inpainting mask (white = observed).
     #[arg(long, value_name = "PNG")]
     save_mask: Option<PathBuf>,
-    /// Centre-crop and resize to this side first.
-    #[arg(long, value_name = "SIZE")]
+    /// Centre-crop and resize to this side first (1..=4096).
+    #[arg(long, value_name = "SIZE", value_parser = usize_in(1, 4096))]
     resize: Option<usize>,
 }
 
 pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     let params = a.op.params()?;
-    let fit = a.resize.map_or(Fit::Any, Fit::Resize);
+    if a.save_mask.is_some() && !a.op.task()?.is_inpainting() {
+        return Err(CliError::usage("--save-mask needs an inpainting task"));
+    }
+    let mut outs = vec![("-o", a.output.as_path())];
+    outs.extend(a.save_mask.as_deref().map(|p| ("--save-mask", p)));
+    crate::common::distinct_outputs(&[&a.input], &outs)?;
+    let fit = a.resize.map_or(Fit::Max(MAX_SIDE as usize), Fit::Resize);
     let x = load_image(&a.input, fit)?;
     let r = a.op.apply(Restorer::classical(), &params)?.seed(g.seed);
     let (y, op) = r.measure_tensor(&x)?;
     let img = op.measurement_image(&y)?;
-    save_image(&a.output, &img, 0)?;
-    if let Some(p) = &a.save_mask {
-        let m = op.mask().ok_or_else(|| CliError::usage("--save-mask needs an inpainting task"))?;
+    // Every output is ready before the first is written.
+    let mask = op.mask().map(|m| {
         let mut shown = Tensor::zeros(m.shape());
         shown.data_mut().iter_mut().zip(m.data()).for_each(|(o, v)| *o = 2.0 * v - 1.0);
-        save_image(p, &shown, 0)?;
+        shown
+    });
+    save_image(&a.output, &img, 0)?;
+    if let (Some(p), Some(m)) = (&a.save_mask, &mask) {
+        save_image(p, m, 0)?;
     }
     g.say(format!("wrote {} ({} {}x{}, sigma {})", a.output.display(), a.op.task, img.w(), img.h(), a.op.noise));
     g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": a.op.noise, "seed": g.seed}));

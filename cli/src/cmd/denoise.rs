@@ -1,7 +1,7 @@
 //! `diffinv denoise`: the seed paper's s4.1 experiment: noise a clean image to level T with the
 //! forward process, then denoise it in one shot (x0_hat) or by the reverse chain.
 
-use crate::args::{DeviceArgs, ModelArgs};
+use crate::args::{usize_in, DeviceArgs, ModelArgs, MAX_STEPS};
 use crate::common::{CliError, Global, Result};
 use clap::{Args, ValueEnum};
 use diffinv::cpu::image_io::{load_image, save_image, Fit};
@@ -30,7 +30,7 @@ pub struct DenoiseArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// The noise level: the forward-process timestep (seed paper: 10, 100, 250, 500).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(0, MAX_STEPS))]
     t: usize,
     /// one-shot or reverse.
     #[arg(long, value_enum, default_value = "one-shot")]
@@ -39,7 +39,7 @@ pub struct DenoiseArgs {
     #[arg(long, value_name = "PATH")]
     save_noisy: Option<PathBuf>,
     /// Respaced chain length for --mode reverse.
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(1, MAX_STEPS))]
     steps: Option<usize>,
     /// Centre-crop and resize to the model's size.
     #[arg(long)]
@@ -55,6 +55,11 @@ pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
         return Err(CliError::runtime(format!("{}: no such file or folder", a.input.display())));
     }
     let device = a.device.open()?;
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.model.model.as_deref());
+    let mut outs = vec![("-o", a.output.as_path())];
+    outs.extend(a.save_noisy.as_deref().map(|p| ("--save-noisy", p)));
+    crate::common::distinct_outputs(&inputs, &outs)?;
     let m = a.model.load()?;
     if a.t >= m.diffusion().steps {
         return Err(CliError::usage(format!("--t must be below {}, got {}", m.diffusion().steps, a.t)));
@@ -90,11 +95,7 @@ impl Job<'_> {
     fn one(&self, input: &Path, output: &Path, index: u64, save_noisy: Option<&Path>) -> Result<serde_json::Value> {
         let (a, g) = (self.a, self.g);
         let size = self.m.image_size();
-        let x = if a.resize {
-            load_image(input, Fit::Resize(size))?
-        } else {
-            crate::common::exact_side(load_image(input, Fit::Any)?, Some(size), input)?
-        };
+        let x = if a.resize { load_image(input, Fit::Resize(size))? } else { crate::common::load_exact(input, size)? };
         let mode = match a.mode {
             Mode::OneShot => DenoiseMode::OneShot,
             Mode::Reverse => DenoiseMode::Reverse,

@@ -2,11 +2,11 @@
 //! `report.md` (mean +- std tables), `results.csv`, `results.json` and one comparison grid PNG
 //! per task.
 
-use crate::args::{DeviceArgs, ModelArgs};
+use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs};
 use crate::common::{interrupted, CliError, Global, Result};
 use crate::folder::list_images;
 use clap::Args;
-use diffinv::cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit};
+use diffinv::cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit, MAX_SIDE};
 use diffinv::metrics::Metrics;
 use diffinv::model::io::write_atomic;
 use diffinv::{Device, Method, Restorer, Settings, Task};
@@ -31,16 +31,16 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Use the first N images.
-    #[arg(short, default_value_t = 20)]
+    #[arg(short, default_value_t = 20, value_parser = usize_in(1, 100_000))]
     n: usize,
     /// The report folder.
     #[arg(short, long)]
     output: PathBuf,
     /// Measurement noise sigma_y in [-1, 1] units.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = f64_in(0.0, diffinv::cpu::ops::MAX_NOISE))]
     noise: f64,
     /// Images per comparison grid.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = usize_in(1, 100))]
     grid_rows: usize,
     #[command(flatten)]
     model: ModelArgs,
@@ -90,6 +90,24 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// A cell read back when it was made with the same settings (`key`) and holds numbers in their
+/// ranges; anything else is recomputed (or, with --report-only, counted missing).
+fn read_cell(path: &Path, key: &Value) -> Option<Value> {
+    let v = read_json(path)?;
+    let in_range = |k: &str, lo: f64, hi: f64| match &v[k] {
+        Value::Null => k != "seconds" && k != "nfe",
+        x => x.as_f64().is_some_and(|f| f.is_finite() && (lo..=hi).contains(&f)),
+    };
+    let ok = v.get("key") == Some(key)
+        && in_range("psnr", 0.0, 400.0)
+        && in_range("ssim", -1.0, 1.0)
+        && in_range("lpips_alex", 0.0, 10.0)
+        && in_range("lpips_vgg", 0.0, 10.0)
+        && in_range("seconds", 0.0, 1e9)
+        && v["nfe"].as_u64().is_some();
+    ok.then_some(v)
+}
+
 pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     let tasks: Vec<Task> = a
         .tasks
@@ -105,9 +123,18 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     if images.is_empty() {
         return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.data.display())));
     }
+    if diffinv::model::io::same_file(&a.output, &a.data) {
+        return Err(CliError::usage("-o is the --data folder; write the report elsewhere"));
+    }
     let model = if specs.iter().any(|s| s.method.is_diffusion()) { Some(a.model.load()?) } else { None };
     let size = model.as_ref().map(|m| m.image_size());
     let (device, gpu) = if a.report_only { (Device::Cpu, Default::default()) } else { a.device.open()? };
+    // Everything that changes a cell's numbers; a cell made with other settings is recomputed.
+    let model_key = model
+        .as_ref()
+        .map_or(Value::Null, |m| json!({"file": m.file(), "params": m.num_params(), "config": m.config().to_json()}));
+    let device_key = json!({"device": device.to_string(), "tf32": gpu.tf32, "cudnn": gpu.cudnn});
+    let mut skipped: Vec<Value> = Vec::new();
     let judge = Metrics::shipped()?;
     let total = tasks.len() * specs.len() * images.len();
     let pb = g.progress(total as u64, "eval");
@@ -116,12 +143,28 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     let started = Instant::now();
     let mut computed = 0usize;
     let mut missing = 0usize;
+    let mut unreadable = 0usize;
     for &task in &tasks {
         let tdir = a.output.join("cells").join(task.name());
         for (i, img) in images.iter().enumerate() {
             let name = stem(img);
-            let fit = size.map_or(Fit::Any, Fit::Resize);
-            let x = load_image(img, fit)?;
+            let fit = size.map_or(Fit::Max(MAX_SIDE as usize), Fit::Resize);
+            // A corrupt image is skipped (once, listed in the report), not the end of the run.
+            let x = match load_image(img, fit) {
+                Ok(x) => x,
+                Err(e) => {
+                    if !skipped.iter().any(|s| s["image"] == img.display().to_string()) {
+                        g.say(format!("diffinv: skipping {}: {e}", img.display()));
+                        skipped.push(json!({"image": img.display().to_string(), "error": e.to_string()}));
+                    }
+                    done += specs.len() as u64;
+                    unreadable += specs.len();
+                    continue;
+                }
+            };
+            let bytes = std::fs::metadata(img).map_or(0, |m| m.len());
+            let mkey = json!({"image": name, "bytes": bytes, "index": i, "task": task.name(), "noise": a.noise,
+                "seed": g.seed, "size": size});
             fn setup<'m>(r: Restorer<'m>, task: Task, noise: f64, seed: u64, i: usize) -> Restorer<'m> {
                 r.task(task).noise(noise).seed(seed).index(i as u64)
             }
@@ -129,7 +172,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
             // The measurement row: the measurement seen as an image.
             let mdir = tdir.join("measurement");
             let mjson = mdir.join(format!("{name}.json"));
-            let mrec = match read_json(&mjson) {
+            let mrec = match read_cell(&mjson, &mkey) {
                 Some(v) => v,
                 None => {
                     let mi = op.measurement_image(&y)?;
@@ -139,6 +182,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                     crate::quality::json(&judge.compare_tensors(&x, &mi, 0)?, "", &mut m);
                     m.insert("seconds".into(), 0.0.into());
                     m.insert("nfe".into(), 0.into());
+                    m.insert("key".into(), mkey.clone());
                     let v = Value::Object(m);
                     write_json(&mjson, &v)?;
                     v
@@ -148,7 +192,12 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
             for spec in &specs {
                 let cdir = tdir.join(&spec.label);
                 let cjson = cdir.join(format!("{name}.json"));
-                let rec = match read_json(&cjson) {
+                let settings = &spec.settings;
+                let key = json!({"measurement": mkey, "method": spec.method.name(), "steps": settings.steps,
+                    "zeta": settings.zeta, "lambda": settings.lambda, "t0": settings.t0,
+                    "model": if spec.method.is_diffusion() { model_key.clone() } else { Value::Null },
+                    "device": if spec.method.is_diffusion() { device_key.clone() } else { Value::Null }});
+                let rec = match read_cell(&cjson, &key) {
                     Some(v) => v,
                     None if a.report_only => {
                         missing += 1;
@@ -200,6 +249,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                         m.insert("seconds".into(), secs.into());
                         m.insert("nfe".into(), out.nfe.into());
                         m.insert("vjp".into(), out.vjps.into());
+                        m.insert("key".into(), key);
                         for (k, v) in &out.params {
                             m.insert((*k).into(), (*v).into());
                         }
@@ -218,7 +268,9 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     pb.finish();
     let labels: Vec<String> =
         std::iter::once("measurement".to_string()).chain(specs.iter().map(|s| s.label.clone())).collect();
-    let summary = write_outputs(&a, g, &tasks, &labels, &images, &rows)?;
+    let summary = write_outputs(&a, g, &tasks, &labels, &images, &rows, &skipped)?;
+    // The cells of the images that could be read.
+    let total = total - unreadable;
     g.emit_json(&json!({
         "report": a.output.join("report.md").display().to_string(),
         "cells": total,
@@ -226,9 +278,12 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
         "read_back": total - computed - missing,
         "missing": missing,
         "summary": summary,
+        "skipped": skipped,
     }));
+    let unread =
+        if skipped.is_empty() { String::new() } else { format!(", {} unreadable images skipped", skipped.len()) };
     g.say(format!(
-        "{} cells ({} computed now, {} read back, {} missing) in {:.1} s; report in {}",
+        "{} cells ({} computed now, {} read back, {} missing{unread}) in {:.1} s; report in {}",
         total,
         computed,
         total - computed - missing,
@@ -264,6 +319,7 @@ fn write_outputs(
     labels: &[String],
     images: &[PathBuf],
     rows: &[Row],
+    skipped: &[Value],
 ) -> Result<Vec<Value>> {
     let keys = ["psnr", "ssim", "lpips_alex", "lpips_vgg", "seconds", "nfe"];
     let mut md = format!(
@@ -314,6 +370,12 @@ fn write_outputs(
         grid(a, task, labels, images)?;
         md += &format!("\n![{0}](grid_{0}.png)\n", task.name());
     }
+    if !skipped.is_empty() {
+        md += "\n## Skipped images\n\n";
+        for sk in skipped {
+            md += &format!("- `{}`: {}\n", sk["image"].as_str().unwrap_or(""), sk["error"].as_str().unwrap_or(""));
+        }
+    }
     write_atomic(&a.output.join("report.md"), |w| w.write_all(md.as_bytes()))?;
     let mut csv = String::from("task,method,image,psnr,ssim,lpips_alex,lpips_vgg,seconds,nfe\n");
     for (task, label, name, r) in rows {
@@ -334,7 +396,8 @@ fn write_outputs(
         rows.iter().map(|(t, l, n, r)| json!({"task": t.name(), "method": l, "image": n, "result": r})).collect();
     write_json(
         &a.output.join("results.json"),
-        &json!({"summary": summary, "cells": cells, "noise": a.noise, "seed": g.seed, "images": images.len()}),
+        &json!({"summary": summary, "cells": cells, "noise": a.noise, "seed": g.seed, "images": images.len(),
+            "skipped": skipped}),
     )?;
     Ok(summary)
 }
@@ -344,7 +407,8 @@ fn grid(a: &EvalArgs, task: Task, labels: &[String], images: &[PathBuf]) -> Resu
     let tdir = a.output.join("cells").join(task.name());
     let cols: Vec<String> = std::iter::once("truth".to_string()).chain(labels.iter().cloned()).collect();
     let mut tiles = Vec::new();
-    for img in images.iter().take(a.grid_rows) {
+    let with_truth = images.iter().filter(|img| tdir.join("truth").join(format!("{}.png", stem(img))).exists());
+    for img in with_truth.take(a.grid_rows) {
         let name = stem(img);
         let truth = load_image(&tdir.join("truth").join(format!("{name}.png")), Fit::Any)?;
         for c in &cols {
@@ -357,6 +421,9 @@ fn grid(a: &EvalArgs, task: Task, labels: &[String], images: &[PathBuf]) -> Resu
             };
             tiles.push(to_rgb8(&t, 0));
         }
+    }
+    if tiles.is_empty() {
+        return Ok(());
     }
     let heads: Vec<String> = cols.iter().map(|c| c.replace('_', " ")).collect();
     save_grid(&a.output.join(format!("grid_{}.png", task.name())), &tiles, cols.len(), &heads)?;

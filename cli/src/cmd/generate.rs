@@ -1,6 +1,6 @@
 //! `diffinv generate`: unconditional samples (ancestral DDPM or DDIM).
 
-use crate::args::{DeviceArgs, ModelArgs};
+use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, MAX_STEPS};
 use crate::common::{CliError, Global, Result};
 use clap::Args;
 use diffinv::cpu::image_io::{save_grid, save_image, to_rgb8};
@@ -13,19 +13,19 @@ use std::path::PathBuf;
   diffinv generate -n 8 --steps 50 --ddim-eta 0 -o faces/  # 50-step DDIM, one PNG per sample")]
 pub struct GenerateArgs {
     /// Number of samples.
-    #[arg(short, default_value_t = 16)]
+    #[arg(short, default_value_t = 16, value_parser = usize_in(1, 100_000))]
     n: usize,
     /// A grid PNG, or a folder (no extension, or an existing folder) for one PNG per sample.
     #[arg(short, long)]
     output: PathBuf,
     /// Respaced chain length (default: all of the model's steps).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(1, MAX_STEPS))]
     steps: Option<usize>,
     /// DDIM with this eta (0 = deterministic); without it, ancestral DDPM sampling.
-    #[arg(long)]
+    #[arg(long, value_parser = f64_in(0.0, 1.0))]
     ddim_eta: Option<f64>,
     /// Samples per network call.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = usize_in(1, 64))]
     batch: usize,
     #[command(flatten)]
     model: ModelArgs,
@@ -43,6 +43,8 @@ pub fn run(a: GenerateArgs, g: &Global) -> Result<()> {
         }
     }
     let (device, gpu) = a.device.open()?;
+    let inputs: Vec<&std::path::Path> = a.model.model.as_deref().into_iter().collect();
+    crate::common::distinct_outputs(&inputs, &[("-o", a.output.as_path())])?;
     let folder = a.output.is_dir() || a.output.extension().is_none();
     let m = a.model.load()?;
     let pb = g.progress(0, "generate");

@@ -1,10 +1,10 @@
 //! `diffinv restore`: solve an inverse problem for one image or a folder of images.
 
-use crate::args::{DeviceArgs, ModelArgs};
+use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, MAX_STEPS, MAX_WEIGHT};
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
-use diffinv::cpu::image_io::{load_image, save_image, Fit};
+use diffinv::cpu::image_io::{dimensions, load_image, save_image, Fit, MAX_SIDE};
 use diffinv::metrics::Metrics;
 use diffinv::{Device, GpuOptions, Method, Model, Restorer, Settings, TaskParams, Tensor};
 use std::path::{Path, PathBuf};
@@ -42,17 +42,17 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     save_measurement: Option<PathBuf>,
     /// Respaced chain length (diffusion methods) or iterations (classical methods).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(1, MAX_STEPS))]
     steps: Option<usize>,
     /// DPS step size (at 1000 steps; scaled by 1000/steps when respacing) or DiffPIR noise mix.
-    #[arg(long)]
+    #[arg(long, value_parser = f64_in(0.0, MAX_WEIGHT))]
     zeta: Option<f64>,
     /// Score-ALD anneal factor, SDEdit data step, DiffPIR data weight, TV weight, or the
     /// plug-and-play weight of hqs-dncnn.
-    #[arg(long)]
+    #[arg(long, value_parser = f64_in(0.0, MAX_WEIGHT))]
     lambda: Option<f64>,
     /// SDEdit starting timestep.
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(0, MAX_STEPS))]
     t0: Option<usize>,
     #[command(flatten)]
     model: ModelArgs,
@@ -97,14 +97,15 @@ impl Job<'_> {
         Ok(r)
     }
 
-    /// A clean image for `--from-clean`: at the model's size for the diffusion methods.
+    /// A clean image for `--from-clean`: at the model's size for the diffusion methods (the
+    /// header is checked before any pixel is decoded).
     fn clean(&self, input: &Path) -> Result<Tensor> {
         let size = self.model.filter(|_| self.method.is_diffusion()).map(|m| m.image_size());
-        let x = match (size, self.a.resize) {
-            (Some(s), true) => load_image(input, Fit::Resize(s))?,
-            (s, _) => crate::common::exact_side(load_image(input, Fit::Any)?, s, input)?,
-        };
-        Ok(x)
+        match (size, self.a.resize) {
+            (Some(s), true) => Ok(load_image(input, Fit::Resize(s))?),
+            (Some(s), false) => crate::common::load_exact(input, s),
+            (None, _) => Ok(load_image(input, Fit::Max(MAX_SIDE as usize))?),
+        }
     }
 
     fn run_one(&self, input: &Path, output: &Path, index: u64, save_meas: Option<&Path>) -> Result<serde_json::Value> {
@@ -118,33 +119,25 @@ impl Job<'_> {
             let (y, op) = r.measure_tensor(&x)?;
             (Some(x), y, op)
         } else {
-            let y = load_image(input, Fit::Any)?;
-            let shape = r.image_shape(y.shape());
+            // The measurement's size, from its header, must be what the task produces.
+            let (w, h) = dimensions(input)?;
+            let shape = r.image_shape([1, 3, h, w]);
             let op = r.operator(shape)?;
             let want = op.measurement_shape(shape);
-            if y.shape() != want {
+            if [1, 3, h, w] != want {
                 let side = shape[2];
                 return Err(CliError::runtime(format!(
-                    "{}: measurement is {}x{}, --task {} on this model expects {}x{}{}",
+                    "{}: measurement is {w}x{h}, --task {} on this model expects {}x{}{}",
                     input.display(),
-                    y.w(),
-                    y.h(),
                     task.name(),
                     want[3],
                     want[2],
-                    if want[2] == side && y.h() != side {
-                        " (use --from-clean --resize for a clean image)"
-                    } else {
-                        ""
-                    }
+                    if want[2] == side && h != side { " (use --from-clean --resize for a clean image)" } else { "" }
                 )));
             }
-            (None, y, op)
+            (None, load_image(input, Fit::Max(MAX_SIDE as usize))?, op)
         };
         let meas_img = op.measurement_image(&y)?;
-        if let Some(p) = save_meas {
-            save_image(p, &meas_img, 0)?;
-        }
         let out = r.run_with(&op, &y);
         pb.finish();
         let out = out.map_err(|e| match e {
@@ -153,7 +146,6 @@ impl Job<'_> {
             }
             e => CliError::from(e),
         })?;
-        save_image(output, &out.x, 0)?;
         let mut m = serde_json::Map::new();
         m.insert("input".into(), input.display().to_string().into());
         m.insert("output".into(), output.display().to_string().into());
@@ -175,6 +167,11 @@ impl Job<'_> {
             crate::quality::json(&qm, "measurement_", &mut m);
             line += &format!("\n  result:      {}\n  measurement: {}", q.line(), qm.line());
         }
+        // Written last, when everything they report has been computed.
+        if let Some(p) = save_meas {
+            save_image(p, &meas_img, 0)?;
+        }
+        save_image(output, &out.x, 0)?;
         self.g.say(line);
         Ok(serde_json::Value::Object(m))
     }
@@ -196,6 +193,11 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
         return Err(CliError::usage("--denoiser applies to --method hqs-dncnn"));
     }
     let device = a.device.open()?;
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.model.model.as_deref());
+    let mut outs = vec![("-o", a.output.as_path())];
+    outs.extend(a.save_measurement.as_deref().map(|p| ("--save-measurement", p)));
+    crate::common::distinct_outputs(&inputs, &outs)?;
     let model = if method.is_diffusion() { Some(a.model.load()?) } else { None };
     let metrics = if a.from_clean { Some(Metrics::shipped()?) } else { None };
     let job = Job { a: &a, g, model: model.as_ref(), method, metrics: metrics.as_ref(), params, device };

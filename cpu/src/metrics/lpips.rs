@@ -137,8 +137,37 @@ impl Lpips {
         self.net
     }
 
-    /// The five tapped feature maps of a batch, each `(data, c, h, w)`.
-    fn features(&self, x: &Tensor) -> Vec<(Vec<f32>, usize, usize, usize)> {
+    /// Whether a side of `n` pixels keeps every feature map non-empty through the backbone.
+    fn side_fits(&self, mut n: usize) -> bool {
+        for l in &self.layers {
+            match l {
+                Layer::Conv(c) => {
+                    if n + 2 * c.pad < c.k {
+                        return false;
+                    }
+                    n = (n + 2 * c.pad - c.k) / c.stride + 1;
+                }
+                Layer::MaxPool { k, s } => {
+                    if n < *k {
+                        return false;
+                    }
+                    n = (n - k) / s + 1;
+                }
+                Layer::Relu { .. } => {}
+            }
+        }
+        n > 0
+    }
+
+    /// The smallest image side the backbone takes (AlexNet: 31 px, VGG: 16 px).
+    pub fn min_side(&self) -> usize {
+        (1..4096).find(|&n| self.side_fits(n)).unwrap_or(4096)
+    }
+
+    /// Runs the backbone on a batch, handing each of the five tapped feature maps to `tap` as
+    /// `(index, data, c, h, w)` while it is current: nothing is kept, so the peak memory is
+    /// one layer's input and output.
+    fn features(&self, x: &Tensor, mut tap: impl FnMut(usize, &[f32], usize, usize, usize)) {
         let n = x.n();
         let (mut c, mut h, mut w) = (x.c(), x.h(), x.w());
         let mut d = x.data().to_vec();
@@ -146,7 +175,7 @@ impl Lpips {
             let ch = (i / (h * w)) % c;
             *v = (*v - SHIFT[ch]) / SCALE[ch];
         }
-        let mut taps = Vec::new();
+        let mut taps = 0;
         for l in &self.layers {
             match l {
                 Layer::Conv(conv) => {
@@ -155,10 +184,11 @@ impl Lpips {
                     conv.forward(&CpuContext::default(), &d, n, h, w, &mut o, None, false);
                     (d, c, h, w) = (o, conv.cout, oh, ow);
                 }
-                Layer::Relu { tap } => {
+                Layer::Relu { tap: is_tap } => {
                     d.par_iter_mut().for_each(|v| *v = v.max(0.0));
-                    if *tap {
-                        taps.push((d.clone(), c, h, w));
+                    if *is_tap {
+                        tap(taps, &d, c, h, w);
+                        taps += 1;
                     }
                 }
                 Layer::MaxPool { k, s } => {
@@ -181,7 +211,6 @@ impl Lpips {
                 }
             }
         }
-        taps
     }
 
     /// The distance of every image of `b` to the same image of `a` (and the five layer terms).
@@ -189,23 +218,26 @@ impl Lpips {
         if a.shape() != b.shape() {
             return Err(Error::mismatch("LPIPS input", &a.shape(), &b.shape()));
         }
+        if !self.side_fits(a.h()) || !self.side_fits(a.w()) {
+            let m = self.min_side();
+            return Err(Error::shape("LPIPS input", &a.shape(), format!("needs images of at least {m}x{m} pixels")));
+        }
         let n = a.n();
         let both = Tensor::stack(&[a, b])?;
-        let f = self.features(&both);
         let mut out = vec![(0.0, [0.0; 5]); n];
-        for (layer, ((d, c, h, w), lin)) in f.iter().zip(&self.lins).enumerate() {
-            let hw = h * w;
+        self.features(&both, |layer, d, c, h, w| {
+            let (hw, lin) = (h * w, &self.lins[layer]);
             for (i, o) in out.iter_mut().enumerate() {
                 let (fa, fb) = (&d[i * c * hw..(i + 1) * c * hw], &d[(n + i) * c * hw..(n + i + 1) * c * hw]);
                 let mut s = 0.0f64;
                 for p in 0..hw {
                     let (mut na, mut nb) = (0.0f64, 0.0f64);
-                    for ch in 0..*c {
+                    for ch in 0..c {
                         na += (fa[ch * hw + p] as f64).powi(2);
                         nb += (fb[ch * hw + p] as f64).powi(2);
                     }
                     let (na, nb) = (na.sqrt() + 1e-10, nb.sqrt() + 1e-10);
-                    for ch in 0..*c {
+                    for ch in 0..c {
                         let dv = fa[ch * hw + p] as f64 / na - fb[ch * hw + p] as f64 / nb;
                         s += lin[ch] as f64 * dv * dv;
                     }
@@ -214,7 +246,7 @@ impl Lpips {
                 o.1[layer] = v;
                 o.0 += v;
             }
-        }
+        });
         Ok(out)
     }
 

@@ -17,7 +17,7 @@ pub struct BoxSpec {
 
 /// A box of side `size` at a seeded random position at least `margin` from every border.
 pub fn random_box(h: usize, w: usize, size: usize, margin: usize, rng: &mut NoiseStream) -> Result<BoxSpec> {
-    if size + 2 * margin > h.min(w) {
+    if size.checked_add(margin.saturating_mul(2)).is_none_or(|n| n > h.min(w)) {
         return Err(Error::parameter("box size", size, format!("with a {margin} px margin must fit a {h}x{w} image")));
     }
     let pick = |n: usize, rng: &mut NoiseStream| {
@@ -30,7 +30,7 @@ pub fn random_box(h: usize, w: usize, size: usize, margin: usize, rng: &mut Nois
 
 /// The mask (`1 x c x h x w`) with `b`'s square set to 0.
 pub fn box_mask(c: usize, h: usize, w: usize, b: BoxSpec) -> Result<Tensor> {
-    if b.size == 0 || b.x + b.size > w || b.y + b.size > h {
+    if b.size == 0 || b.x.checked_add(b.size).is_none_or(|e| e > w) || b.y.checked_add(b.size).is_none_or(|e| e > h) {
         return Err(Error::parameter(
             "box",
             format!("{},{},{}", b.x, b.y, b.size),

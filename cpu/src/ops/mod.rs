@@ -12,7 +12,7 @@ mod task;
 pub use blur::Blur;
 pub use kernels::Kernel;
 pub use resize::Resize;
-pub use task::{build, measure, Task, TaskParams};
+pub use task::{build, measure, Task, TaskParams, MAX_BLUR_STD, MAX_NOISE};
 
 use crate::backend::CpuBackend;
 use crate::error::{Error, Result};

@@ -86,6 +86,24 @@ pub struct TaskParams {
     pub scale: Option<usize>,
 }
 
+/// The largest Gaussian blur std accepted, in pixels (beyond a kernel's side it is flat anyway).
+pub const MAX_BLUR_STD: f64 = 256.0;
+/// The largest measurement noise accepted (images span [-1, 1]).
+pub const MAX_NOISE: f64 = 1.0;
+
+/// Checks a blur kernel side for `h x w` images: odd, and its half-width inside the image (the
+/// reflect padding's rule), before a kernel of that size is made.
+fn check_kernel_size(k: usize, h: usize, w: usize) -> Result<()> {
+    if k.is_multiple_of(2) || k / 2 >= h.min(w) {
+        return Err(Error::parameter(
+            "kernel_size",
+            k,
+            format!("must be odd and below {} for {h}x{w} images", 2 * h.min(w)),
+        ));
+    }
+    Ok(())
+}
+
 /// `61 * size/256` rounded to an odd integer (15 at 64 px).
 pub fn default_kernel_size(size: usize) -> usize {
     let k = 61.0 * size as f64 / 256.0;
@@ -143,9 +161,10 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
                 Some(k) => k.clone(),
                 None => {
                     let std = p.blur_std_for(size);
-                    if std.is_nan() || std <= 0.0 {
-                        return Err(Error::parameter("blur std", std, "must be positive"));
+                    if !(std > 0.0 && std <= MAX_BLUR_STD) {
+                        return Err(Error::parameter("blur std", std, format!("must be in (0, {MAX_BLUR_STD}]")));
                     }
+                    check_kernel_size(p.kernel_size_for(size), h, w)?;
                     gaussian(p.kernel_size_for(size), std)
                 }
             };
@@ -159,6 +178,7 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
                     if !(0.0..=1.0).contains(&intensity) {
                         return Err(Error::parameter("intensity", intensity, "must be in [0, 1]"));
                     }
+                    check_kernel_size(p.kernel_size_for(size), h, w)?;
                     (0..n).map(|i| motion(p.kernel_size_for(size), intensity, &mut rng(i))).collect()
                 }
             };
@@ -170,8 +190,8 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
 
 /// `y = A x + sigma n`, the noise from each image's measurement stream.
 pub fn measure(op: &Op, x: &Tensor, sigma: f64, seed: u64, first: u64) -> Result<Tensor> {
-    if !sigma.is_finite() || sigma < 0.0 {
-        return Err(Error::parameter("noise", sigma, "must be a non-negative number"));
+    if !(0.0..=MAX_NOISE).contains(&sigma) {
+        return Err(Error::parameter("noise", sigma, format!("must be in [0, {MAX_NOISE}]")));
     }
     let mut y = op.forward(x)?;
     for i in 0..y.n() {

@@ -107,25 +107,34 @@ impl Settings {
     /// # Errors
     /// [`Error::Parameter`] naming the value.
     pub fn check(&self, method: Method) -> Result<()> {
-        let finite_non_neg = |name: &str, v: Option<f64>| match v {
-            Some(v) if !(v.is_finite() && v >= 0.0) => Err(Error::parameter(name, v, "must be a non-negative number")),
+        let in_range = |name: &str, v: Option<f64>| match v {
+            Some(v) if !(0.0..=MAX_WEIGHT).contains(&v) => {
+                Err(Error::parameter(name, v, format!("must be a number in [0, {MAX_WEIGHT:e}]")))
+            }
             _ => Ok(()),
         };
-        finite_non_neg("zeta", self.zeta)?;
-        finite_non_neg("lambda", self.lambda)?;
+        in_range("zeta", self.zeta)?;
+        in_range("lambda", self.lambda)?;
         if let Some(z) = self.zeta {
             if method == Method::DiffPir && z > 1.0 {
                 return Err(Error::parameter("zeta", z, "must be in [0, 1] for diffpir"));
             }
         }
         if let Some(s) = self.steps {
-            if s == 0 || (!method.is_diffusion() && s > MAX_ITERS) {
-                return Err(Error::parameter("steps", s, format!("must be in 1..={MAX_ITERS}")));
+            if s == 0 {
+                return Err(Error::parameter("steps", s, "must be at least 1"));
+            }
+            if !method.is_diffusion() && s > MAX_ITERS {
+                return Err(Error::parameter("steps", s, format!("must be in 1..={MAX_ITERS} for {}", method.name())));
             }
         }
         Ok(())
     }
 }
+
+/// The largest step size or regularisation weight accepted (far above any useful value; bounds
+/// what a typo can do).
+pub const MAX_WEIGHT: f64 = 1e6;
 
 /// What a run used and did.
 #[derive(Clone, Debug)]
@@ -185,8 +194,8 @@ impl Plan {
             return Err(Error::parameter("method", method.name(), "is not a diffusion method"));
         }
         settings.check(method)?;
-        if !(sigma_y.is_finite() && sigma_y >= 0.0) {
-            return Err(Error::parameter("noise", sigma_y, "must be a non-negative number"));
+        if !(0.0..=crate::ops::MAX_NOISE).contains(&sigma_y) {
+            return Err(Error::parameter("noise", sigma_y, format!("must be in [0, {}]", crate::ops::MAX_NOISE)));
         }
         let d = Defaults::for_task(method, task);
         let total = diffusion.steps;

@@ -9,7 +9,7 @@ mod pt;
 mod safetensors;
 
 pub use self::safetensors::{write_safetensors, SafeTensors, WriteTensor};
-pub use pickle::{unpickle, PickleLimits, Value};
+pub use pickle::{unpickle, PickleLimits, StorageRef, TensorRef, Value};
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -138,13 +138,20 @@ pub struct Checkpoint {
     format: &'static str,
 }
 
-/// The largest header or pickle we parse; real checkpoints' are far smaller.
-const MAX_HEADER: usize = 256 << 20;
+/// The largest header or pickle we parse; real checkpoints' are far smaller (a few hundred KiB).
+const MAX_HEADER: usize = 64 << 20;
+
+/// The most dimensions a tensor may have.
+pub const MAX_RANK: usize = 8;
 
 impl Checkpoint {
     /// Opens a checkpoint, detecting its format from its first bytes.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a checkpoint file");
+            return Err(Error::io(path, e));
+        }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; a file truncated underneath us is the user's race, as with
         // every memory-mapped reader (safetensors, PyTorch's mmap=True).
@@ -164,12 +171,13 @@ impl Checkpoint {
 
     fn from_buffer(path: String, buf: Buffer) -> Result<Self> {
         let bytes = buf.bytes();
+        // By structure, not one byte: a safetensors header length can start with 0x80 too.
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             pt::read_zip(path, buf)
-        } else if bytes.first() == Some(&0x80) {
-            pt::read_legacy(path, buf)
-        } else if bytes.len() >= 9 && bytes[8] == b'{' {
+        } else if safetensors::looks_like(bytes) {
             safetensors::read(path, buf)
+        } else if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+            pt::read_legacy(path, buf)
         } else {
             Err(Error::format(path, "not a checkpoint (expected safetensors, or a PyTorch zip or pickle file)"))
         }
@@ -335,6 +343,9 @@ fn check_view(
     if shape.len() != strides.len() {
         return Err(format!("shape {shape:?} and stride {strides:?} differ in rank"));
     }
+    if shape.len() > MAX_RANK {
+        return Err(format!("{} dimensions (at most {MAX_RANK})", shape.len()));
+    }
     let mut numel: usize = 1;
     let mut last: usize = offset;
     for (&d, &s) in shape.iter().zip(strides) {
@@ -347,6 +358,11 @@ fn check_view(
         return Err(format!(
             "view (offset {offset}, shape {shape:?}, stride {strides:?}) reaches element {last} of a storage of {storage_elems}"
         ));
+    }
+    // A view that reads elements more than once (stride 0, overlapping strides) could expand a
+    // tiny file into any amount of memory; a state_dict never holds one.
+    if numel > storage_elems {
+        return Err(format!("view of {numel} elements over a storage of {storage_elems} repeats elements"));
     }
     Ok(numel)
 }

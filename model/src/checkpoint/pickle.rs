@@ -33,28 +33,36 @@ pub enum Value {
     List(Vec<Id>),
     /// A dict (insertion order kept).
     Dict(Vec<(Id, Id)>),
-    /// An allowed global, by module and name.
-    Global(String, String),
+    /// An allowed global: module and name.
+    Global(Box<[String; 2]>),
     /// A PyTorch storage reference (from a persistent id).
-    Storage {
-        /// Element type.
-        dtype: DType,
-        /// The storage's key (file name in the archive).
-        key: String,
-        /// Elements in the storage.
-        numel: usize,
-    },
+    Storage(Box<StorageRef>),
     /// A tensor view of a storage.
-    Tensor {
-        /// The storage node.
-        storage: Id,
-        /// Offset in elements.
-        offset: usize,
-        /// Shape.
-        shape: Vec<usize>,
-        /// Strides in elements.
-        stride: Vec<usize>,
-    },
+    Tensor(Box<TensorRef>),
+}
+
+/// A PyTorch storage reference (boxed in [`Value`] so every node stays four words).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    /// Element type.
+    pub dtype: DType,
+    /// The storage's key (file name in the archive).
+    pub key: String,
+    /// Elements in the storage.
+    pub numel: usize,
+}
+
+/// A tensor view of a storage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    /// The storage node.
+    pub storage: Id,
+    /// Offset in elements.
+    pub offset: usize,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Strides in elements.
+    pub stride: Vec<usize>,
 }
 
 /// A parsed pickle: the node arena and the root.
@@ -71,7 +79,9 @@ pub struct Pickle {
 /// Resource limits of the unpickler.
 #[derive(Clone, Copy, Debug)]
 pub struct PickleLimits {
-    /// Most nodes created (defaults to the input length, which bounds honest pickles).
+    /// Most nodes created (defaults to half the input length plus 4096: every opcode that makes
+    /// a node but a 1-byte empty container takes two bytes or more, and None, True and False
+    /// are shared, so the parser's memory stays within a small multiple of the pickle's size).
     pub max_nodes: usize,
 }
 
@@ -105,16 +115,16 @@ fn storage_dtype(module: &str, name: &str) -> Option<DType> {
     })
 }
 
-enum Item {
-    Mark,
-    Val(Id),
-}
+/// The MARK entry on the stack (no node has this id).
+const MARK: Id = Id::MAX;
 
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
     nodes: Vec<Value>,
-    stack: Vec<Item>,
+    stack: Vec<Id>,
+    /// The shared nodes of the immutable singletons None, False and True, once created.
+    singletons: [Option<Id>; 3],
     memo: std::collections::HashMap<u32, Id>,
     limits: PickleLimits,
 }
@@ -161,19 +171,29 @@ impl<'a> Vm<'a> {
     }
     fn push(&mut self, v: Value) -> R<()> {
         let id = self.new_node(v)?;
-        self.stack.push(Item::Val(id));
+        self.stack.push(id);
+        Ok(())
+    }
+    /// Pushes the shared node of an immutable singleton: a run of `None`s costs no nodes.
+    fn singleton(&mut self, slot: usize, v: Value) -> R<()> {
+        let id = match self.singletons[slot] {
+            Some(id) => id,
+            None => self.new_node(v)?,
+        };
+        self.singletons[slot] = Some(id);
+        self.stack.push(id);
         Ok(())
     }
     fn pop(&mut self) -> R<Id> {
         match self.stack.pop() {
-            Some(Item::Val(id)) => Ok(id),
-            Some(Item::Mark) => Err("unexpected MARK on the pickle stack".into()),
+            Some(MARK) => Err("unexpected MARK on the pickle stack".into()),
+            Some(id) => Ok(id),
             None => Err("pickle stack underflow".into()),
         }
     }
     fn top(&self) -> R<Id> {
         match self.stack.last() {
-            Some(Item::Val(id)) => Ok(*id),
+            Some(&id) if id != MARK => Ok(id),
             _ => Err("pickle stack underflow".into()),
         }
     }
@@ -181,8 +201,8 @@ impl<'a> Vm<'a> {
         let mut items = Vec::new();
         loop {
             match self.stack.pop() {
-                Some(Item::Mark) => break,
-                Some(Item::Val(id)) => items.push(id),
+                Some(MARK) => break,
+                Some(id) => items.push(id),
                 None => return Err("MARK not found on the pickle stack".into()),
             }
         }
@@ -199,7 +219,7 @@ impl<'a> Vm<'a> {
     }
     fn memo_get(&mut self, k: u32) -> R<()> {
         let id = *self.memo.get(&k).ok_or_else(|| format!("pickle memo key {k} not defined"))?;
-        self.stack.push(Item::Val(id));
+        self.stack.push(id);
         Ok(())
     }
     fn str_node(&mut self, b: &[u8]) -> R<()> {
@@ -215,9 +235,13 @@ impl<'a> Vm<'a> {
     }
     fn usize_list(&self, id: Id, what: &str) -> R<Vec<usize>> {
         let items = match &self.nodes[id] {
-            Value::Tuple(v) | Value::List(v) => v.clone(),
+            Value::Tuple(v) | Value::List(v) => v,
             v => return Err(format!("{what}: expected a tuple, got {}", kind(v))),
         };
+        // Checked before copying: one long tuple shared by many tensors must not cost each a copy.
+        if items.len() > super::MAX_RANK {
+            return Err(format!("{what}: {} dimensions (at most {} are read)", items.len(), super::MAX_RANK));
+        }
         items
             .iter()
             .map(|&i| {
@@ -235,7 +259,7 @@ impl<'a> Vm<'a> {
 
     fn global(&mut self, module: &str, name: &str) -> R<()> {
         if storage_dtype(module, name).is_some() || ALLOWED.contains(&(module, name)) {
-            self.push(Value::Global(module.to_string(), name.to_string()))
+            self.push(Value::Global(Box::new([module.to_string(), name.to_string()])))
         } else {
             Err(format!("unsupported pickle global {module}.{name} (only state_dict contents are read)"))
         }
@@ -248,7 +272,10 @@ impl<'a> Vm<'a> {
             return Err("unsupported persistent id (expected a PyTorch storage)".into());
         }
         let dtype = match &self.nodes[items[1]] {
-            Value::Global(m, n) => storage_dtype(m, n).ok_or_else(|| format!("unsupported storage type {m}.{n}"))?,
+            Value::Global(g) => {
+                let [m, n] = &**g;
+                storage_dtype(m, n).ok_or_else(|| format!("unsupported storage type {m}.{n}"))?
+            }
             v => return Err(format!("storage type: expected a class, got {}", kind(v))),
         };
         let key = match &self.nodes[items[2]] {
@@ -256,12 +283,12 @@ impl<'a> Vm<'a> {
             v => return Err(format!("storage key: expected a string, got {}", kind(v))),
         };
         let numel = usize::try_from(self.int(items[4])?).map_err(|_| "negative storage size".to_string())?;
-        self.new_node(Value::Storage { dtype, key, numel })
+        self.new_node(Value::Storage(Box::new(StorageRef { dtype, key, numel })))
     }
 
     fn reduce(&mut self, func: Id, args: Id) -> R<Id> {
         let (m, n) = match &self.nodes[func] {
-            Value::Global(m, n) => (m.clone(), n.clone()),
+            Value::Global(g) => (g[0].clone(), g[1].clone()),
             v => return Err(format!("REDUCE on a non-callable {}", kind(v))),
         };
         let a = self.tuple_items(args, &format!("arguments of {m}.{n}"))?;
@@ -271,13 +298,13 @@ impl<'a> Vm<'a> {
                 if a.len() < 4 {
                     return Err(format!("{n}: expected at least 4 arguments, got {}", a.len()));
                 }
-                if !matches!(self.nodes[a[0]], Value::Storage { .. }) {
+                if !matches!(self.nodes[a[0]], Value::Storage(_)) {
                     return Err(format!("{n}: first argument is not a storage"));
                 }
                 let offset = usize::try_from(self.int(a[1])?).map_err(|_| "negative storage offset".to_string())?;
                 let shape = self.usize_list(a[2], "tensor size")?;
                 let stride = self.usize_list(a[3], "tensor stride")?;
-                self.new_node(Value::Tensor { storage: a[0], offset, shape, stride })
+                self.new_node(Value::Tensor(Box::new(TensorRef { storage: a[0], offset, shape, stride })))
             }
             ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
                 a.first().copied().ok_or_else(|| format!("{n}: no arguments"))
@@ -310,10 +337,10 @@ impl<'a> Vm<'a> {
                     self.u64()?; // FRAME: a length hint only
                 }
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Item::Mark),
-                b'N' => self.push(Value::None)?,
-                0x88 => self.push(Value::Bool(true))?,
-                0x89 => self.push(Value::Bool(false))?,
+                b'(' => self.stack.push(MARK),
+                b'N' => self.singleton(0, Value::None)?,
+                0x88 => self.singleton(2, Value::Bool(true))?,
+                0x89 => self.singleton(1, Value::Bool(false))?,
                 b'J' => {
                     let v = self.u32()? as i32 as i64;
                     self.push(Value::Int(v))?
@@ -464,27 +491,27 @@ impl<'a> Vm<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let id = self.persistent(pid)?;
-                    self.stack.push(Item::Val(id))
+                    self.stack.push(id)
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
                     let id = self.reduce(func, args)?;
-                    self.stack.push(Item::Val(id))
+                    self.stack.push(id)
                 }
                 0x81 => {
                     // NEWOBJ: cls.__new__(cls, *args) for the allowed container classes.
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let id = self.reduce(cls, args)?;
-                    self.stack.push(Item::Val(id))
+                    self.stack.push(id)
                 }
                 b'b' => {
                     // BUILD: OrderedDict's `_metadata` and tensor states carry nothing we need.
                     let _state = self.pop()?;
                     let target = self.top()?;
                     match &self.nodes[target] {
-                        Value::Dict(_) | Value::Tensor { .. } | Value::List(_) => {}
+                        Value::Dict(_) | Value::Tensor(_) | Value::List(_) => {}
                         v => return Err(format!("BUILD on an unsupported object ({})", kind(v))),
                     }
                 }
@@ -496,7 +523,7 @@ impl<'a> Vm<'a> {
                 }
                 b'2' => {
                     let id = self.top()?;
-                    self.stack.push(Item::Val(id))
+                    self.stack.push(id)
                 }
                 _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at byte {}", self.pos - 1)),
             }
@@ -535,17 +562,24 @@ fn kind(v: &Value) -> &'static str {
         Value::Tuple(_) => "tuple",
         Value::List(_) => "list",
         Value::Dict(_) => "dict",
-        Value::Global(..) => "class",
-        Value::Storage { .. } => "storage",
-        Value::Tensor { .. } => "tensor",
+        Value::Global(_) => "class",
+        Value::Storage(_) => "storage",
+        Value::Tensor(_) => "tensor",
     }
 }
 
 /// Unpickles the first pickle in `data`; errors are plain descriptions (the caller adds the file).
 pub fn unpickle(data: &[u8], limits: Option<PickleLimits>) -> std::result::Result<Pickle, String> {
-    let limits = limits.unwrap_or(PickleLimits { max_nodes: data.len() + 16 });
-    let mut vm =
-        Vm { data, pos: 0, nodes: Vec::new(), stack: Vec::new(), memo: std::collections::HashMap::new(), limits };
+    let limits = limits.unwrap_or(PickleLimits { max_nodes: data.len() / 2 + 4096 });
+    let mut vm = Vm {
+        data,
+        pos: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        singletons: [None; 3],
+        memo: std::collections::HashMap::new(),
+        limits,
+    };
     let root = vm.run()?;
     Ok(Pickle { nodes: vm.nodes, root, consumed: vm.pos })
 }

@@ -1,13 +1,16 @@
 //! PyTorch checkpoints: the zip format of `torch.save` (>= 1.6) and the legacy pickle stream.
 
-use super::pickle::{unpickle, Id, Pickle, Value};
+use super::pickle::{unpickle, Id, Pickle, StorageRef, TensorRef, Value};
 use super::{check_view, Buffer, Checkpoint, DType, TensorInfo, View, MAX_HEADER};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-/// Deflate expands at most ~1032x; anything claiming more is refused before allocating.
-const MAX_DEFLATE_RATIO: u64 = 1100;
+/// The most a compressed zip entry may expand (torch.save stores entries uncompressed; deflate
+/// can reach ~1032x, which would let a 1 MB file claim a gigabyte).
+const MAX_DEFLATE_RATIO: u64 = 64;
+/// What is reserved before an entry's bytes arrive; more grows as data is really read.
+const PREALLOCATE: u64 = 16 << 20;
 /// How deep nested dicts are followed (e.g. `{"state_dict": {...}}`).
 const MAX_NESTING: usize = 8;
 
@@ -49,7 +52,7 @@ fn walk(
                 walk(p, v, name, depth + 1, out)?;
             }
         }
-        Value::Tensor { .. } => out.push((prefix, id)),
+        Value::Tensor(_) => out.push((prefix, id)),
         _ => {}
     }
     Ok(())
@@ -60,12 +63,12 @@ fn build(path: &str, p: &Pickle, storages: &HashMap<String, Storage>) -> Result<
     let bad = |m: String| Error::format(path.to_string(), m);
     let mut tensors = BTreeMap::new();
     for (name, id) in collect_tensors(p).map_err(bad)? {
-        let Value::Tensor { storage, offset, shape, stride } = &p.nodes[id] else {
-            unreachable!("collect_tensors returns tensors")
-        };
-        let Value::Storage { dtype, key, numel } = &p.nodes[*storage] else {
+        let Value::Tensor(t) = &p.nodes[id] else { unreachable!("collect_tensors returns tensors") };
+        let TensorRef { storage, offset, shape, stride } = &**t;
+        let Value::Storage(st) = &p.nodes[*storage] else {
             return Err(bad(format!("tensor '{name}': not backed by a storage")));
         };
+        let StorageRef { dtype, key, numel } = &**st;
         let s =
             storages.get(key).ok_or_else(|| bad(format!("tensor '{name}': storage '{key}' missing from the file")))?;
         let have = s.len / dtype.size();
@@ -92,7 +95,7 @@ fn storage_keys(p: &Pickle) -> Vec<(String, DType, usize)> {
         .nodes
         .iter()
         .filter_map(|v| match v {
-            Value::Storage { dtype, key, numel } => Some((key.clone(), *dtype, *numel)),
+            Value::Storage(s) => Some((s.key.clone(), s.dtype, s.numel)),
             _ => None,
         })
         .collect();
@@ -119,7 +122,8 @@ pub(super) fn read_zip(path: String, buf: Buffer) -> Result<Checkpoint> {
             return Err(bad(format!("byte order '{}' is not supported", s.trim())));
         }
     }
-    let pkl = read_entry(&mut zip, &pkl_name, MAX_HEADER as u64).map_err(bad)?;
+    let total = bytes.len() as u64;
+    let pkl = read_entry(&mut zip, &pkl_name, MAX_HEADER as u64, total).map_err(bad)?;
     let p = unpickle(&pkl, None).map_err(|e| bad(format!("data.pkl: {e}")))?;
     let mut owned = Vec::new();
     let mut storages = HashMap::new();
@@ -135,7 +139,7 @@ pub(super) fn read_zip(path: String, buf: Buffer) -> Result<Checkpoint> {
             storages.insert(key, Storage { buf: 0, start, len });
         } else {
             drop(f);
-            let data = read_entry(&mut zip, &name, u64::MAX).map_err(bad)?;
+            let data = read_entry(&mut zip, &name, u64::MAX, total).map_err(bad)?;
             owned.push(data);
             let len = owned.last().map_or(0, Vec::len);
             storages.insert(key, Storage { buf: owned.len(), start: 0, len });
@@ -152,14 +156,17 @@ fn read_entry<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     name: &str,
     cap: u64,
+    archive_len: u64,
 ) -> std::result::Result<Vec<u8>, String> {
     let f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let declared = f.size();
-    let limit = f.compressed_size().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(4096).min(cap);
+    // The compressed size is read from the file too: it may not claim more than the file.
+    let compressed = f.compressed_size().min(archive_len);
+    let limit = compressed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(4096).min(cap);
     if declared > limit {
         return Err(format!("{name}: declared size {declared} is more than its data can hold"));
     }
-    let mut out = Vec::with_capacity(declared as usize);
+    let mut out = Vec::with_capacity(declared.min(PREALLOCATE) as usize);
     f.take(declared).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
     if out.len() as u64 != declared {
         return Err(format!("{name}: truncated ({} of {declared} bytes)", out.len()));

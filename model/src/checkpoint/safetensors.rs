@@ -16,6 +16,14 @@ struct Entry {
     data_offsets: [u64; 2],
 }
 
+/// Whether `bytes` start like a safetensors file: an 8-byte header length that fits the file,
+/// then a JSON object.
+pub(super) fn looks_like(bytes: &[u8]) -> bool {
+    bytes.len() >= 10
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) <= (bytes.len() - 8) as u64
+}
+
 pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
     let bytes = buf.bytes();
     let bad = |m: String| Error::format(path.to_string(), m);
@@ -47,6 +55,9 @@ pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
         if b > en || en > data_len as u64 {
             return Err(bad(format!("tensor '{name}': data offsets [{b}, {en}] outside the {data_len} data bytes")));
         }
+        if e.shape.len() > super::MAX_RANK {
+            return Err(bad(format!("tensor '{name}': {} dimensions (at most {})", e.shape.len(), super::MAX_RANK)));
+        }
         let shape: Vec<usize> = e
             .shape
             .iter()
@@ -75,6 +86,16 @@ pub(super) fn read(path: String, buf: Buffer) -> Result<Checkpoint> {
                 view: View { buf: 0, start: data_start + b as usize, len: nbytes, offset: 0, strides },
             },
         );
+    }
+    // Tensors may not share bytes (the format's rule; a reader that allowed it would let one
+    // file's bytes stand for two tensors).
+    let mut spans: Vec<(usize, usize, &String)> =
+        tensors.iter().map(|(n, t)| (t.view.start, t.view.start + t.view.len, n)).collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(bad(format!("tensors '{}' and '{}' overlap in the data", w[0].2, w[1].2)));
+        }
     }
     Ok(Checkpoint { path, buffers: vec![buf], tensors, metadata, format: "safetensors" })
 }
