@@ -205,8 +205,13 @@ pub(crate) trait DeviceBackend: Backend + Sized {
 
 /// A sampler loop's error as the facade's.
 pub(crate) fn sample_err<B: DeviceBackend>(e: SampleError<B::Error>) -> Error {
+    sample_err_with(e, B::err)
+}
+
+/// A sampler loop's error as the facade's, the backend's error mapped by `err`.
+pub(crate) fn sample_err_with<E>(e: SampleError<E>, err: impl FnOnce(E) -> Error) -> Error {
     match e {
-        SampleError::Backend(e) => B::err(e),
+        SampleError::Backend(e) => err(e),
         SampleError::Cancelled => Error::Cancelled,
         SampleError::NonFinite { method, t } => Error::Cpu(diffinv_cpu::Error::NonFinite { method, step: t }),
         SampleError::Diverged { method, t, max_abs } => {

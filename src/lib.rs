@@ -6,7 +6,9 @@
 //! - [`Model`]: a diffusion prior (the shipped 64 px face model, DPS's FFHQ-256 `ffhq_10m.pt`,
 //!   any guided-diffusion ADM UNet checkpoint);
 //! - [`Restorer`]: an inverse problem ([`Task`]) and how to solve it ([`Method`], settings,
-//!   seed, [`Device`]), run on measurements;
+//!   seed, [`Device`]), run on measurements of any size (the model is tiled, [`Tiling`]) with a
+//!   known noise level or one estimated from the measurement ([`Restorer::noise_auto`],
+//!   [`estimate_noise`]);
 //! - [`Generator`] (unconditional samples) and [`Denoising`] (noise to a level, denoise);
 //! - [`image`]: images as `ndarray` arrays (`H x W x 3` in `[0, 1]`) in and out of files;
 //! - [`metrics`]: PSNR, SSIM and LPIPS.
@@ -39,8 +41,10 @@ mod error;
 pub mod image;
 pub mod metrics;
 mod models;
+mod noise;
 mod restorer;
 mod sample;
+mod tiled;
 pub mod timing;
 
 #[cfg(feature = "cuda")]
@@ -53,7 +57,8 @@ pub use diffinv_cpu::{CpuContext, Tensor};
 pub use error::{Error, Result};
 pub use models::Model;
 pub use ndarray;
-pub use restorer::{Restored, Restorer};
+pub use noise::estimate_noise;
+pub use restorer::{Restored, Restorer, Tiling};
 pub use sample::{DenoiseMode, Denoised, Denoising, Generated, Generator};
 
 pub use diffinv_core as core;

@@ -2,15 +2,17 @@
 //! on any number of measurements: the one place where a method meets a device.
 
 use crate::assets;
-use crate::device::{dispatch, exec_methods, sample_err, DeviceBackend, Exec, Job};
+use crate::device::{dispatch, exec_methods, sample_err, sample_err_with, DeviceBackend, Exec, Job};
 use crate::error::{Error, Result};
 use crate::image::{from_tensor, to_tensor};
 use crate::models::Model;
+use crate::tiled::{Tiled, TiledOp};
 use diffinv_core::sampler::Stats;
 use diffinv_core::Shape;
 use diffinv_cpu::classical::Denoiser;
 use diffinv_cpu::ops::{build, measure, Op, Task, TaskParams};
 use diffinv_cpu::solve::{restore_classical, Method, Plan, Settings};
+use diffinv_cpu::tiles::TileLayout;
 use diffinv_cpu::Tensor;
 use ndarray::{Array3, ArrayView3};
 use std::time::Instant;
@@ -32,6 +34,24 @@ pub struct Restored {
     pub params: Vec<(&'static str, f64)>,
     /// Where it ran (`cpu`, or the GPU's name).
     pub device: String,
+    /// The noise level `sigma_y` the method assumed ([-1, 1] units).
+    pub sigma_y: f64,
+    /// With [`Restorer::noise_auto`]: the estimate (the mean over a batch) that `sigma_y` is.
+    pub sigma_y_estimated: Option<f64>,
+    /// Model-sized tiles per network evaluation (1: the image is the model's size, untiled).
+    pub tiles: usize,
+}
+
+/// When a diffusion method runs its model on tiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tiling {
+    /// When the image is not the model's size: overlapping model-sized tiles blended with
+    /// smooth weights (images smaller than the model are mirror-padded and cropped back).
+    #[default]
+    Auto,
+    /// Always through the tiling path (one tile for a model-sized image: the same result as
+    /// untiled, at the cost of the host round trips).
+    Always,
 }
 
 /// An inverse problem and how to solve it, set up with builder calls and run on measurements.
@@ -56,10 +76,12 @@ pub struct Restorer<'m> {
     method: Method,
     settings: Settings,
     params: TaskParams,
-    noise: f64,
+    /// `None`: estimated from each measurement.
+    noise: Option<f64>,
     seed: u64,
     index: u64,
     exec: Exec<'m>,
+    tiling: Tiling,
     denoiser: Option<String>,
     loaded_denoiser: Option<Denoiser>,
 }
@@ -72,10 +94,11 @@ impl<'m> Restorer<'m> {
             method: if model.is_some() { Method::Dps } else { Method::HqsTv },
             settings: Settings::default(),
             params: TaskParams::default(),
-            noise: 0.05,
+            noise: Some(0.05),
             seed: 0,
             index: 0,
             exec: Exec::default(),
+            tiling: Tiling::Auto,
             denoiser: None,
             loaded_denoiser: None,
         }
@@ -145,7 +168,26 @@ impl<'m> Restorer<'m> {
     /// The measurement noise `sigma_y` in [-1, 1] units (simulated by [`Restorer::measure`],
     /// assumed by the methods).
     pub fn noise(mut self, sigma_y: f64) -> Self {
-        self.noise = sigma_y;
+        self.noise = Some(sigma_y);
+        self
+    }
+
+    /// An unknown noise level: each run estimates `sigma_y` from the measurement
+    /// ([`crate::estimate_noise`]; inpainting from the observed pixels of the operator's mask)
+    /// and sets the methods up for it. [`Restorer::measure`] then has no level to simulate.
+    ///
+    /// ```
+    /// use diffinv::{Method, Restorer, Task};
+    /// let clean = diffinv::image::load("assets/samples/009521.png")?;
+    /// let y = Restorer::classical().task(Task::DeblurGauss).noise(0.05).measure(clean.view())?;
+    /// let out = Restorer::classical().task(Task::DeblurGauss).method(Method::HqsTv).steps(5)
+    ///     .noise_auto().run(y.view())?;
+    /// let est = out.sigma_y_estimated.unwrap();
+    /// assert!((est - 0.05).abs() < 0.0075, "{est}");
+    /// # Ok::<(), diffinv::Error>(())
+    /// ```
+    pub fn noise_auto(mut self) -> Self {
+        self.noise = None;
         self
     }
 
@@ -163,6 +205,13 @@ impl<'m> Restorer<'m> {
 
     exec_methods!();
 
+    /// When the model runs on tiles (default [`Tiling::Auto`]: for images of another size than
+    /// the model's).
+    pub fn tiling(mut self, tiling: Tiling) -> Self {
+        self.tiling = tiling;
+        self
+    }
+
     /// HQS-DnCNN's denoiser: a shipped name (`ffdnet_color`, the default,
     /// `cdncnn_b_color_blind`, `cdncnn_s_color_sigma25`) or a weights file.
     pub fn denoiser(mut self, name_or_path: &str) -> Self {
@@ -171,16 +220,24 @@ impl<'m> Restorer<'m> {
         self
     }
 
-    /// The restored image's shape for a measurement of shape `y`: the model's size for the
-    /// diffusion methods, the measurement's (times the SR factor) for the classical ones.
+    /// The restored image's shape for a measurement of shape `y`: the measurement's (times the
+    /// SR factor). Any size: diffusion methods tile the model over other sizes than its own.
     pub fn image_shape(&self, y: Shape) -> Shape {
-        match (self.model, self.method.is_diffusion()) {
-            (Some(m), true) => [y[0], m.config().in_channels, m.image_size(), m.image_size()],
-            _ => {
-                let f = if self.task == Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
-                [y[0], y[1], y[2] * f, y[3] * f]
-            }
+        let f = if self.task == Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
+        [y[0], y[1], y[2] * f, y[3] * f]
+    }
+
+    /// The tiles a diffusion method runs its model on for images of `shape` (`None`: untiled).
+    ///
+    /// # Errors
+    /// An image with no pixels.
+    pub fn tile_layout(&self, shape: Shape) -> Result<Option<TileLayout>> {
+        let Some(m) = self.model.filter(|_| self.method.is_diffusion()) else { return Ok(None) };
+        let s = m.image_size();
+        if self.tiling == Tiling::Auto && shape[2] == s && shape[3] == s {
+            return Ok(None);
         }
+        Ok(Some(TileLayout::new(shape[2], shape[3], s, TileLayout::default_overlap(s))?))
     }
 
     /// The measurement operator for images of `shape` (seeded masks, boxes and motion kernels
@@ -192,30 +249,17 @@ impl<'m> Restorer<'m> {
         Ok(build(self.task, &self.params, shape, self.seed, self.index)?)
     }
 
-    fn check_clean(&self, x: Shape) -> Result<()> {
-        if let (Some(m), true) = (self.model, self.method.is_diffusion()) {
-            let s = m.image_size();
-            if x[2] != s || x[3] != s {
-                return Err(Error::Cpu(diffinv_cpu::Error::shape(
-                    "clean image",
-                    &x,
-                    format!("the model takes {s}x{s} (crop and resize it: image::load_resized)"),
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Simulates the measurement `y = A x + sigma_y n` of a clean batch `x` (NCHW, [-1, 1]);
     /// returns it with its operator.
     ///
     /// # Errors
-    /// A clean image of another size than the model's (diffusion methods), task parameters that
-    /// do not fit, a negative or non-finite noise level.
+    /// Task parameters that do not fit, a noise level out of range or [`Restorer::noise_auto`].
     pub fn measure_tensor(&self, clean: &Tensor) -> Result<(Tensor, Op)> {
-        self.check_clean(clean.shape())?;
+        let noise = self.noise.ok_or_else(|| {
+            Error::Cpu(diffinv_cpu::Error::parameter("noise", "auto", "a measurement is simulated at a given level"))
+        })?;
         let op = self.operator(clean.shape())?;
-        let y = measure(&op, clean, self.noise, self.seed, self.index)?;
+        let y = measure(&op, clean, noise, self.seed, self.index)?;
         Ok((y, op))
     }
 
@@ -262,23 +306,32 @@ impl<'m> Restorer<'m> {
     /// As [`Restorer::run_tensor`].
     pub fn run_with(&mut self, op: &Op, y: &Tensor) -> Result<Restored> {
         let max = diffinv_cpu::ops::MAX_NOISE;
-        if !(0.0..=max).contains(&self.noise) {
-            return Err(Error::Cpu(diffinv_cpu::Error::parameter(
-                "noise",
-                self.noise,
-                format!("must be in [0, {max}]"),
-            )));
+        if let Some(s) = self.noise.filter(|s| !(0.0..=max).contains(s)) {
+            return Err(Error::Cpu(diffinv_cpu::Error::parameter("noise", s, format!("must be in [0, {max}]"))));
         }
         self.settings.check(self.method)?;
+        let estimated = match self.noise {
+            Some(_) => None,
+            None => Some(self.estimate_noise(op, y)?),
+        };
         if self.method == Method::HqsDncnn && self.loaded_denoiser.is_none() {
             self.loaded_denoiser = Some(load_denoiser(self.denoiser.as_deref().unwrap_or("ffdnet_color"))?);
         }
         let t0 = Instant::now();
-        let (method, task, settings, noise, seed, index) =
-            (self.method, self.task, &self.settings, self.noise, self.seed, self.index);
+        let noise = self.noise.or(estimated).unwrap_or_default();
+        let (method, task, settings, seed, index) = (self.method, self.task, &self.settings, self.seed, self.index);
         let (model, den) = (self.model, self.loaded_denoiser.as_ref());
         let (device, cpu, gpu) = (self.exec.device, self.exec.cpu, self.exec.gpu);
+        let shape = self.image_shape(y.shape());
+        let layout = self.tile_layout(shape)?;
+        let tiles = layout.as_ref().map_or(1, TileLayout::len);
         let (x, nfe, vjps, params, device) = self.exec.install(|monitor| {
+            // A noiseless denoising measurement is the image: the posterior is a point mass.
+            if task == Task::Denoise && noise == 0.0 {
+                let mut x = y.clone();
+                x.data_mut().iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+                return Ok((x, 0, 0, vec![("identity", 1.0)], "cpu".to_string()));
+            }
             if !method.is_diffusion() {
                 let o = restore_classical(method, task, settings, den, op, y, noise, monitor)?;
                 return Ok((o.x, 0, 0, o.params, "cpu".to_string()));
@@ -286,15 +339,39 @@ impl<'m> Restorer<'m> {
             let model = model.ok_or_else(|| {
                 Error::Cpu(diffinv_cpu::Error::parameter("method", method.name(), "needs a diffusion model"))
             })?;
-            let plan = Plan::new(model.config(), model.diffusion(), method, task, settings, noise, y.n())?;
-            let job = RestoreJob { plan: &plan, op, y, seed, index, monitor };
+            let plan = Plan::new(model.config(), model.diffusion(), method, task, settings, noise, shape)?;
+            let job = RestoreJob { plan: &plan, op, y, seed, index, layout, monitor };
             let ((x, stats), device) = dispatch(model, device, cpu, gpu, job)?;
             Ok((x, stats.nfe, stats.vjps, plan.params, device))
         })?;
         let seconds = t0.elapsed().as_secs_f64();
         let mut image = from_tensor(&x, 0);
         image.mapv_inplace(|v| v.clamp(0.0, 1.0));
-        Ok(Restored { image, x, nfe, vjps, seconds, params, device })
+        Ok(Restored {
+            image,
+            x,
+            nfe,
+            vjps,
+            seconds,
+            params,
+            device,
+            sigma_y: noise,
+            sigma_y_estimated: estimated,
+            tiles,
+        })
+    }
+
+    /// The noise level of `y` measured by `op`, estimated from `y` alone (the mean over a
+    /// batch), in [-1, 1] units; see [`crate::estimate_noise`].
+    ///
+    /// # Errors
+    /// A measurement that does not match `op`, or too few (observed) pixels to estimate from.
+    pub fn estimate_noise(&self, op: &Op, y: &Tensor) -> Result<f64> {
+        let mut sum = 0.0;
+        for i in 0..y.n() {
+            sum += diffinv_cpu::noise_level::estimate(y, op, i)?.sigma;
+        }
+        Ok((sum / y.n().max(1) as f64).min(diffinv_cpu::ops::MAX_NOISE))
     }
 }
 
@@ -305,6 +382,7 @@ struct RestoreJob<'a> {
     y: &'a Tensor,
     seed: u64,
     index: u64,
+    layout: Option<TileLayout>,
     monitor: &'a mut (dyn FnMut(usize, usize) -> bool + Send),
 }
 
@@ -313,9 +391,14 @@ impl Job for RestoreJob<'_> {
 
     fn run<B: DeviceBackend>(self, b: &mut B) -> Result<(Tensor, Stats)> {
         let y = b.upload(self.y)?;
-        let RestoreJob { plan, op, seed, index, monitor, .. } = self;
-        let (x, stats) =
-            b.with_operator(op, |b, op| plan.run(b, op, &y, seed, index, monitor))?.map_err(sample_err::<B>)?;
+        let RestoreJob { plan, op, seed, index, layout, monitor, .. } = self;
+        let (x, stats) = b.with_operator(op, |b, op| match layout {
+            None => plan.run(b, op, &y, seed, index, monitor).map_err(sample_err::<B>),
+            Some(layout) => {
+                let mut tiled = Tiled::new(b, layout);
+                plan.run(&mut tiled, &TiledOp(op), &y, seed, index, monitor).map_err(|e| sample_err_with(e, |e| e))
+            }
+        })??;
         Ok((b.download(&x)?, stats))
     }
 }

@@ -1,6 +1,6 @@
 //! The library API as a Rust program uses it: typed errors for bad settings (before any work),
 //! cancellation through the progress callback, a CUDA device in a build without CUDA, images of
-//! the wrong size, and the same result through the array and the tensor paths.
+//! any size, and the same result through the array and the tensor paths.
 
 mod common;
 use diffinv::cpu::Error as CpuError;
@@ -71,17 +71,22 @@ fn cuda_without_the_feature_is_one_clear_error() {
 }
 
 #[test]
-fn images_of_another_size_are_refused_for_diffusion_methods() {
+fn images_of_any_size_are_measured_and_sized_from_the_measurement() {
     let m = Model::shipped().unwrap();
-    let small = ndarray::Array3::<f32>::from_elem((32, 32, 3), 0.5);
-    let err = Restorer::new(&m).measure(small.view()).unwrap_err();
-    assert!(matches!(&err, Error::Cpu(CpuError::Shape { what, .. }) if what == "clean image"), "{err}");
-    // A classical method takes any size.
+    let small = ndarray::Array3::<f32>::from_elem((32, 48, 3), 0.5);
+    // Diffusion methods take any size (the model is tiled: tests/tiling.rs); so do classical ones.
+    let y = Restorer::new(&m).task(Task::Sr4).measure(small.view()).unwrap();
+    assert_eq!(y.dim(), (8, 12, 3));
     let y = Restorer::classical().task(Task::DeblurGauss).measure(small.view()).unwrap();
-    assert_eq!(y.dim(), (32, 32, 3));
-    // A measurement that the task does not produce on this model is refused before any work.
-    let err = Restorer::new(&m).task(Task::Sr4).run(small.view()).unwrap_err();
-    assert!(matches!(&err, Error::Cpu(CpuError::Shape { what, .. }) if what == "measurement"), "{err}");
+    assert_eq!(y.dim(), (32, 48, 3));
+    let r = Restorer::new(&m).task(Task::Sr4);
+    assert_eq!(r.image_shape([1, 3, 8, 12]), [1, 3, 32, 48]);
+    assert!(r.tile_layout([1, 3, 64, 64]).unwrap().is_none(), "the model's size is untiled");
+    assert_eq!(r.tile_layout([1, 3, 112, 160]).unwrap().map(|l| l.grid()), Some((2, 3)));
+    // An SR measurement whose size the factor does not divide back is refused before any work.
+    let odd = ndarray::Array3::<f32>::from_elem((30, 40, 3), 0.5);
+    let err = Restorer::new(&m).task(Task::Sr4).measure(odd.view()).unwrap_err();
+    assert!(matches!(&err, Error::Cpu(CpuError::Parameter { name, .. }) if name == "scale"), "{err}");
 }
 
 #[test]

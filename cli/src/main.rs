@@ -4,6 +4,7 @@ mod args;
 mod cmd;
 mod common;
 mod folder;
+mod noise_report;
 mod quality;
 mod taskargs;
 

@@ -40,9 +40,29 @@ pub struct OpArgs {
     /// Super-resolution factor, 1..=16 (dividing the image side).
     #[arg(long, value_name = "F", value_parser = usize_in(1, 16))]
     pub scale: Option<usize>,
-    /// Measurement noise sigma_y in [-1, 1] units, in [0, 1].
-    #[arg(long, value_name = "SIGMA", default_value_t = 0.05, value_parser = f64_in(0.0, MAX_NOISE))]
-    pub noise: f64,
+    /// Measurement noise sigma_y in [-1, 1] units, in [0, 1], or `auto`: estimated from the
+    /// measurement (the default for a measurement file; simulating one defaults to 0.05).
+    #[arg(long, value_name = "SIGMA|auto", value_parser = noise_arg)]
+    pub noise: Option<Noise>,
+}
+
+/// `--noise`: a level or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Noise {
+    /// Estimated from the measurement.
+    Auto,
+    /// Given.
+    Level(f64),
+}
+
+/// The noise level simulated when none is given.
+pub const DEFAULT_NOISE: f64 = 0.05;
+
+fn noise_arg(s: &str) -> std::result::Result<Noise, String> {
+    if s.trim() == "auto" {
+        return Ok(Noise::Auto);
+    }
+    f64_in(0.0, MAX_NOISE)(s).map(Noise::Level).map_err(|e| format!("{e} or 'auto'"))
 }
 
 impl OpArgs {
@@ -114,8 +134,25 @@ impl OpArgs {
         Ok(p)
     }
 
-    /// `r` set up for this task, its operator options and noise level.
-    pub fn apply<'m>(&self, r: Restorer<'m>, params: &TaskParams) -> Result<Restorer<'m>> {
-        Ok(r.task(self.task()?).params(params.clone()).noise(self.noise))
+    /// The level a simulated measurement gets (`--noise auto` has nothing to simulate).
+    pub fn simulated_noise(&self) -> Result<f64> {
+        match self.noise {
+            None => Ok(DEFAULT_NOISE),
+            Some(Noise::Level(v)) => Ok(v),
+            Some(Noise::Auto) => Err(CliError::usage(
+                "--noise auto estimates the level of a measurement file; simulating a measurement needs a number",
+            )),
+        }
+    }
+
+    /// `r` set up for this task, its operator options and noise level: the simulated level, or
+    /// for a measurement file the given one or else an estimate.
+    pub fn apply<'m>(&self, r: Restorer<'m>, params: &TaskParams, simulated: bool) -> Result<Restorer<'m>> {
+        let r = r.task(self.task()?).params(params.clone());
+        Ok(match (simulated, self.noise) {
+            (true, _) => r.noise(self.simulated_noise()?),
+            (false, Some(Noise::Level(v))) => r.noise(v),
+            (false, _) => r.noise_auto(),
+        })
     }
 }

@@ -32,12 +32,13 @@ fn errors_are_one_clear_line() {
         1,
         &["notes.txt", "not an image"],
     );
-    // Wrong size, with the hint.
-    let big = data("images/ffhq256/00000.png");
+    // Too small for the crop asked for, with the alternatives.
+    let small = d.join("small.png");
+    std::fs::write(&small, image_bytes(32)).unwrap();
     fails(
-        &run(&["restore", "--task", "deblur-gauss", "--from-clean", s(&big), "-o", s(&out)]),
+        &run(&["restore", "--task", "deblur-gauss", "--from-clean", "--fit", "crop", s(&small), "-o", s(&out)]),
         1,
-        &["256x256", "64x64", "--resize"],
+        &["32x32", "64x64", "resize or tile"],
     );
     // Corrupt and truncated checkpoints.
     let junk = d.join("junk.safetensors");
@@ -84,9 +85,12 @@ fn errors_are_one_clear_line() {
         1,
         &["mask", "64x64"],
     );
-    // A measurement of the wrong size for the task on the 64 px model (classical methods take
-    // any size: a 64x64 SR measurement is then a 64 -> 256 problem).
-    fails(&run(&["restore", "--task", "sr4", "--method", "dps", s(&face), "-o", s(&out)]), 1, &["16x16"]);
+    // A measurement smaller than the crop the task needs on the 64 px model (any size is
+    // tiled by default: a 64x64 SR measurement is then a 64 -> 256 problem).
+    let tiny = out.with_file_name("tiny.png");
+    std::fs::write(&tiny, image_bytes(8)).unwrap();
+    let cropped = run(&["restore", "--task", "sr4", "--method", "dps", "--fit", "crop", s(&tiny), "-o", s(&out)]);
+    fails(&cropped, 1, &["8x8", "16x16"]);
     assert!(!out.exists(), "no output after a failure");
 }
 

@@ -14,6 +14,18 @@ pub fn q_sample_coefs(abar: f64) -> (f64, f64) {
     (libm::sqrt(abar), libm::sqrt(1.0 - abar))
 }
 
+/// Where a reverse chain starts from a measurement `y = x_0 + sigma_y n` (Gaussian denoising):
+/// the first step `k` of the chain's `abar` whose noise-to-signal ratio `(1 - abar)/abar`
+/// reaches `sigma_y^2` (the last step if none does), with the coefficients `(a, c)` that make
+/// `x_t = a y + c z` distributed exactly as `q(x_t | x_0)` there: `a = sqrt(abar)`,
+/// `c = sqrt(1 - abar - abar sigma_y^2)` (the noise `y` lacks).
+pub fn start_from_measurement(abar: &[f64], sigma_y: f64) -> (usize, f64, f64) {
+    let s2 = sigma_y * sigma_y;
+    let k = abar.iter().position(|&a| (1.0 - a) >= a * s2).unwrap_or(abar.len().saturating_sub(1));
+    let a = abar.get(k).copied().unwrap_or(1.0);
+    (k, libm::sqrt(a), libm::sqrt((1.0 - a - a * s2).max(0.0)))
+}
+
 /// `x_t = sqrt(abar) x_0 + sqrt(1 - abar) z`.
 pub fn q_sample<F: Float>(x0: &[F], noise: &[F], abar: f64, out: &mut [F]) {
     check(x0.len(), noise.len(), "q_sample");

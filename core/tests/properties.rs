@@ -1,6 +1,8 @@
 //! Property tests of the identities of methods.md §2, the respacing rule, DDIM and the RNG.
 
-use diffinv_core::diffusion::{eps_from_x0, posterior_mean, predict_x0, q_sample, score_from_eps};
+use diffinv_core::diffusion::{
+    eps_from_x0, posterior_mean, predict_x0, q_sample, score_from_eps, start_from_measurement,
+};
 use diffinv_core::respace::{respaced, Spacing};
 use diffinv_core::schedule::{alphas_cumprod, BetaSchedule, Chain};
 use diffinv_core::update::ddim_step;
@@ -34,6 +36,21 @@ fn vec_strategy(n: usize, lim: f64) -> impl Strategy<Value = Vec<f64>> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Starting a chain from a denoising measurement `y = x0 + sigma n`: `a y + c z` has
+    /// `x_t`'s law (mean `sqrt(abar) x0`, variance `1 - abar`) at the first step whose noise
+    /// reaches `sigma`, and the step before has less.
+    #[test]
+    fn a_denoising_measurement_starts_the_chain_exactly(sigma in 0.0f64..2.0, cosine in any::<bool>()) {
+        let b = base(if cosine { BetaSchedule::COSINE } else { BetaSchedule::LINEAR });
+        let (k, a, c) = start_from_measurement(&b.abar, sigma);
+        let abar = b.abar[k];
+        prop_assert!((a - abar.sqrt()).abs() < 1e-15);
+        prop_assert!(((a * sigma).powi(2) + c * c - (1.0 - abar)).abs() < 1e-12, "variance at k={k}");
+        if k > 0 {
+            prop_assert!((1.0 - b.abar[k - 1]) < b.abar[k - 1] * sigma * sigma, "k={k} is the first");
+        }
+    }
 
     /// x0_hat(q_sample(x0, z), z) = x0 and eps(x0_hat) = eps, for both schedules.
     #[test]

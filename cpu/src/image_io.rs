@@ -118,6 +118,8 @@ pub enum Fit {
     Exact(usize),
     /// Centre-crop and resize to `size x size`.
     Resize(usize),
+    /// Centre-crop to `size x size` (an image smaller than that on a side is an error).
+    Crop(usize),
     /// Any size up to `side x side`.
     Max(usize),
 }
@@ -137,14 +139,22 @@ pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
                 format!("image is {w}x{h}, the model takes {s}x{s} (centre-crop and resize it, Fit::Resize)"),
             ))
         }
+        Fit::Crop(s) if w < s || h < s => {
+            return Err(Error::image(
+                shown,
+                format!("image is {w}x{h}, smaller than the {s}x{s} crop (resize or tile it instead)"),
+            ))
+        }
         Fit::Max(m) if w > m || h > m => {
             return Err(Error::image(shown, format!("image is {w}x{h}, larger than the {m}x{m} this takes")))
         }
         _ => {}
     }
     let mut img = decode(path)?;
-    if let Fit::Resize(s) = fit {
-        img = crop_resize(&img, s as u32);
+    match fit {
+        Fit::Resize(s) => img = crop_resize(&img, s as u32),
+        Fit::Crop(s) => img = img.crop_imm((w - s) as u32 / 2, (h - s) as u32 / 2, s as u32, s as u32),
+        _ => {}
     }
     // u8/127.5 - 1 == 2 (u8/255) - 1, computed in f64 as the reference does.
     Ok(to_tensor(&img))
@@ -265,6 +275,11 @@ fn glyph(c: char) -> [u8; 5] {
 
 /// Draws `text` at (x, y), truncated to `max_w` pixels.
 pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, max_w: u32) {
+    draw_text_in(img, text, x, y, max_w, [0, 0, 0]);
+}
+
+/// [`draw_text`] in a colour.
+pub fn draw_text_in(img: &mut RgbImage, text: &str, x: u32, y: u32, max_w: u32, rgb: [u8; 3]) {
     for (k, ch) in text.chars().enumerate() {
         let x0 = x + 4 * k as u32;
         if x0 + 3 > x + max_w {
@@ -275,10 +290,114 @@ pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, max_w: u32) {
                 if bits & (4 >> b) != 0 {
                     let (px, py) = (x0 + b, y + r as u32 + 1);
                     if px < img.width() && py < img.height() {
-                        img.put_pixel(px, py, image::Rgb([0, 0, 0]));
+                        img.put_pixel(px, py, image::Rgb(rgb));
                     }
                 }
             }
+        }
+    }
+}
+
+/// One line of a [`save_line_plot`]: a label and a value per x position (`NaN`: none).
+pub struct Series {
+    /// The legend's text.
+    pub label: String,
+    /// The values, one per x tick.
+    pub values: Vec<f64>,
+}
+
+const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [188, 189, 34],
+    [23, 190, 207],
+    [127, 127, 127],
+];
+
+/// A line plot as a PNG: `series` over evenly spaced x ticks labelled `ticks`, y gridlines at
+/// round steps, a title, and a legend in the series' colours (the first series, drawn dashed in
+/// black, is the reference, e.g. the measurement).
+///
+/// # Errors
+/// No series or ticks, or writing the file.
+pub fn save_line_plot(path: &Path, title: &str, ticks: &[String], series: &[Series]) -> Result<()> {
+    if ticks.is_empty() || series.is_empty() {
+        return Err(Error::shape("plot", &[series.len(), ticks.len()], "needs a series and an x tick"));
+    }
+    let (w, h, left, right, top, bottom) = (520u32, 300u32, 34u32, 150u32, 20u32, 26u32);
+    let mut img = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let finite = series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi.max(lo + 1.0)) } else { (0.0, 1.0) };
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0].into_iter().find(|s| (hi - lo) / s <= 8.0).unwrap_or(50.0);
+    let (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
+    let (pw, ph) = ((w - left - right) as f64, (h - top - bottom) as f64);
+    let px = |k: usize| left as f64 + if ticks.len() > 1 { pw * k as f64 / (ticks.len() - 1) as f64 } else { pw / 2.0 };
+    let py = |v: f64| top as f64 + ph * (hi - v) / (hi - lo);
+    let grey = [225, 225, 225];
+    let mut v = lo;
+    while v <= hi + 1e-9 {
+        line(&mut img, (left as f64, py(v)), ((w - right) as f64, py(v)), grey, false);
+        draw_text(&mut img, &format!("{v}"), 2, (py(v) as u32).saturating_sub(3), left - 4);
+        v += step;
+    }
+    for (k, t) in ticks.iter().enumerate() {
+        line(&mut img, (px(k), top as f64), (px(k), (h - bottom) as f64), grey, false);
+        let x = (px(k) as u32).saturating_sub(2 * t.len() as u32);
+        draw_text(&mut img, t, x, h - bottom + 4, 4 * t.len() as u32 + 4);
+    }
+    draw_text(&mut img, title, left, 4, w - left);
+    for (i, s) in series.iter().enumerate() {
+        let rgb = if i == 0 { [0, 0, 0] } else { PALETTE[(i - 1) % PALETTE.len()] };
+        let pts: Vec<(f64, f64)> =
+            s.values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(k, &v)| (px(k), py(v))).collect();
+        for p in pts.windows(2) {
+            line(&mut img, p[0], p[1], rgb, i == 0);
+        }
+        for &(x, y) in &pts {
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    put(&mut img, x as i64 + dx, y as i64 + dy, rgb);
+                }
+            }
+        }
+        let ly = top + 4 + 10 * i as u32;
+        line(
+            &mut img,
+            ((w - right + 8) as f64, ly as f64 + 3.0),
+            ((w - right + 20) as f64, ly as f64 + 3.0),
+            rgb,
+            i == 0,
+        );
+        draw_text_in(&mut img, &s.label, w - right + 24, ly, right - 26, rgb);
+    }
+    write_rgb(path, &img)
+}
+
+fn put(img: &mut RgbImage, x: i64, y: i64, rgb: [u8; 3]) {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
+        img.put_pixel(x as u32, y as u32, image::Rgb(rgb));
+    }
+}
+
+/// A line from `a` to `b`, two pixels thick unless it is a grid line (grey), dashed if asked.
+fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), rgb: [u8; 3], dashed: bool) {
+    let n = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
+    let thick = rgb != [225, 225, 225];
+    for k in 0..=n {
+        if dashed && (k / 4) % 2 == 1 {
+            continue;
+        }
+        let t = k as f64 / n as f64;
+        let (x, y) = ((a.0 + t * (b.0 - a.0)).round() as i64, (a.1 + t * (b.1 - a.1)).round() as i64);
+        put(img, x, y, rgb);
+        if thick {
+            put(img, x, y + 1, rgb);
         }
     }
 }

@@ -21,6 +21,8 @@ pub mod backend;
 pub mod classical;
 pub mod image_io;
 pub mod metrics;
+pub mod noise_level;
 pub mod ops;
 pub mod solve;
+pub mod tiles;
 pub mod unet;

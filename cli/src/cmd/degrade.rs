@@ -31,6 +31,7 @@ pub struct DegradeArgs {
 
 pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     let params = a.op.params()?;
+    let noise = a.op.simulated_noise()?;
     if a.save_mask.is_some() && !a.op.task()?.is_inpainting() {
         return Err(CliError::usage("--save-mask needs an inpainting task"));
     }
@@ -39,9 +40,9 @@ pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     crate::common::distinct_outputs(&[&a.input], &outs)?;
     let fit = a.resize.map_or(Fit::Max(MAX_SIDE as usize), Fit::Resize);
     let x = load_image(&a.input, fit)?;
-    let r = a.op.apply(Restorer::classical(), &params)?.seed(g.seed);
+    let r = a.op.apply(Restorer::classical(), &params, true)?.seed(g.seed);
     let (y, op) = r.measure_tensor(&x)?;
-    let img = op.measurement_image(&y)?;
+    let img = op.measurement_file(&y)?;
     // Every output is ready before the first is written.
     let mask = op.mask().map(|m| {
         let mut shown = Tensor::zeros(m.shape());
@@ -52,7 +53,7 @@ pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     if let (Some(p), Some(m)) = (&a.save_mask, &mask) {
         save_image(p, m, 0)?;
     }
-    g.say(format!("wrote {} ({} {}x{}, sigma {})", a.output.display(), a.op.task, img.w(), img.h(), a.op.noise));
-    g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": a.op.noise, "seed": g.seed}));
+    g.say(format!("wrote {} ({} {}x{}, sigma {noise})", a.output.display(), a.op.task, img.w(), img.h()));
+    g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": noise, "seed": g.seed}));
     Ok(())
 }

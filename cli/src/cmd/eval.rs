@@ -7,6 +7,7 @@ use crate::common::{interrupted, CliError, Global, Result};
 use crate::folder::list_images;
 use clap::Args;
 use diffinv::cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit, MAX_SIDE};
+use diffinv::cpu::solve::Defaults;
 use diffinv::metrics::Metrics;
 use diffinv::model::io::write_atomic;
 use diffinv::{Device, Method, Restorer, Settings, Task};
@@ -14,11 +15,13 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 #[command(after_help = "Examples:
   diffinv eval --data tests/data/celeba64 --tasks inpaint-box,deblur-gauss --methods dps,sdedit,hqs-tv -n 4 -o report/
   # method variants: METHOD:STEPS or METHOD:key=value,... (keys: steps, zeta, lambda, t0)
   diffinv eval --data faces/ --tasks deblur-gauss --methods dps:1000,dps:250,diffpir:20,diffpir:100 -o speed/
+  # quality against noise: one report per level (noise_0.05/ ...), noise.md and one plot per task
+  diffinv eval --data faces/ --tasks sr4 --methods diffpir,hqs-tv -n 4 --noise 0,0.01,0.05,0.1,0.2 -o sweep/
 Re-running the same command resumes: finished cells are read back, not recomputed.")]
 pub struct EvalArgs {
     /// Folder of clean images (PNG/JPEG), used in sorted order.
@@ -36,9 +39,13 @@ pub struct EvalArgs {
     /// The report folder.
     #[arg(short, long)]
     output: PathBuf,
-    /// Measurement noise sigma_y in [-1, 1] units.
-    #[arg(long, default_value_t = 0.05, value_parser = f64_in(0.0, diffinv::cpu::ops::MAX_NOISE))]
-    noise: f64,
+    /// Measurement noise sigma_y in [-1, 1] units; several (comma-separated) run the grid at
+    /// each level, each in its own folder, and plot quality against noise per task.
+    #[arg(long, value_delimiter = ',', default_value = "0.05", value_parser = f64_in(0.0, diffinv::cpu::ops::MAX_NOISE))]
+    noise: Vec<f64>,
+    /// The level this grid runs at (one of --noise).
+    #[arg(skip)]
+    level: f64,
     /// Images per comparison grid.
     #[arg(long, default_value_t = 6, value_parser = usize_in(1, 100))]
     grid_rows: usize,
@@ -109,6 +116,40 @@ fn read_cell(path: &Path, key: &Value) -> Option<Value> {
 }
 
 pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
+    let mut levels = a.noise.clone();
+    levels.dedup();
+    if levels.len() != a.noise.len() || levels.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(CliError::usage("--noise: give distinct levels in increasing order"));
+    }
+    if levels.len() > 16 {
+        return Err(CliError::usage("--noise: at most 16 levels"));
+    }
+    if levels.len() == 1 {
+        let (json, line) = run_level(EvalArgs { level: levels[0], ..a }, g)?;
+        g.emit_json(&json);
+        g.say(line);
+        return Ok(());
+    }
+    let mut per_level = Vec::new();
+    for &sigma in &levels {
+        let out = a.output.join(format!("noise_{sigma}"));
+        let (json, line) = run_level(EvalArgs { level: sigma, output: out, ..a.clone() }, g)?;
+        g.say(format!("sigma_y {sigma}: {line}"));
+        per_level.push((sigma, json));
+    }
+    let tasks: Vec<Task> = a.tasks.iter().filter_map(|t| Task::parse(t).ok()).collect();
+    let plots = crate::noise_report::write(&a.output, &tasks, &per_level)?;
+    g.emit_json(&json!({
+        "report": a.output.join("noise.md").display().to_string(),
+        "plots": plots,
+        "levels": per_level.iter().map(|(s, j)| json!({"noise": s, "result": j})).collect::<Vec<_>>(),
+    }));
+    g.say(format!("quality against noise: {}", a.output.join("noise.md").display()));
+    Ok(())
+}
+
+/// The grid at one noise level (`a.level`): its JSON summary and a line for the terminal.
+fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
     let tasks: Vec<Task> = a
         .tasks
         .iter()
@@ -163,12 +204,12 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                 }
             };
             let bytes = std::fs::metadata(img).map_or(0, |m| m.len());
-            let mkey = json!({"image": name, "bytes": bytes, "index": i, "task": task.name(), "noise": a.noise,
+            let mkey = json!({"image": name, "bytes": bytes, "index": i, "task": task.name(), "noise": a.level,
                 "seed": g.seed, "size": size});
             fn setup<'m>(r: Restorer<'m>, task: Task, noise: f64, seed: u64, i: usize) -> Restorer<'m> {
                 r.task(task).noise(noise).seed(seed).index(i as u64)
             }
-            let (y, op) = setup(Restorer::classical(), task, a.noise, g.seed, i).measure_tensor(&x)?;
+            let (y, op) = setup(Restorer::classical(), task, a.level, g.seed, i).measure_tensor(&x)?;
             // The measurement row: the measurement seen as an image.
             let mdir = tdir.join("measurement");
             let mjson = mdir.join(format!("{name}.json"));
@@ -193,8 +234,11 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                 let cdir = tdir.join(&spec.label);
                 let cjson = cdir.join(format!("{name}.json"));
                 let settings = &spec.settings;
+                // The defaults the method resolves at this task and level are part of the key: a
+                // cell made before the defaults changed is recomputed, not read back.
+                let defaults = format!("{:?}", Defaults::for_task(spec.method, task, a.level));
                 let key = json!({"measurement": mkey, "method": spec.method.name(), "steps": settings.steps,
-                    "zeta": settings.zeta, "lambda": settings.lambda, "t0": settings.t0,
+                    "zeta": settings.zeta, "lambda": settings.lambda, "t0": settings.t0, "defaults": defaults,
                     "model": if spec.method.is_diffusion() { model_key.clone() } else { Value::Null },
                     "device": if spec.method.is_diffusion() { device_key.clone() } else { Value::Null }});
                 let rec = match read_cell(&cjson, &key) {
@@ -219,7 +263,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
                             (Some(m), true) => Restorer::new(m),
                             _ => Restorer::classical(),
                         };
-                        let out = setup(r, task, a.noise, g.seed, i)
+                        let out = setup(r, task, a.level, g.seed, i)
                             .method(spec.method)
                             .settings(spec.settings.clone())
                             .device(device)
@@ -271,7 +315,7 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
     let summary = write_outputs(&a, g, &tasks, &labels, &images, &rows, &skipped)?;
     // The cells of the images that could be read.
     let total = total - unreadable;
-    g.emit_json(&json!({
+    let json = json!({
         "report": a.output.join("report.md").display().to_string(),
         "cells": total,
         "computed": computed,
@@ -279,10 +323,10 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
         "missing": missing,
         "summary": summary,
         "skipped": skipped,
-    }));
+    });
     let unread =
         if skipped.is_empty() { String::new() } else { format!(", {} unreadable images skipped", skipped.len()) };
-    g.say(format!(
+    let line = format!(
         "{} cells ({} computed now, {} read back, {} missing{unread}) in {:.1} s; report in {}",
         total,
         computed,
@@ -290,8 +334,8 @@ pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
         missing,
         started.elapsed().as_secs_f64(),
         a.output.join("report.md").display()
-    ));
-    Ok(())
+    );
+    Ok((json, line))
 }
 
 type Row = (Task, String, String, Value);
@@ -326,7 +370,7 @@ fn write_outputs(
         "# diffinv eval\n\n{} images from `{}`, noise sigma_y = {} ([-1, 1] units), seed {}. Mean +- std over images; LPIPS v0.1; seconds per image as the median over images (robust to a busy machine); network evaluations (NFE) per image.\n",
         images.len(),
         a.data.display(),
-        a.noise,
+        a.level,
         g.seed
     );
     let mut summary = Vec::new();
@@ -340,9 +384,14 @@ fn write_outputs(
             let mut cells = Vec::new();
             let mut obj = serde_json::Map::new();
             for k in keys {
-                let v: Vec<f64> = recs.iter().filter_map(|r| r[k].as_f64()).collect();
+                // A missing PSNR is an infinite one (identical images: denoising without noise).
+                let v: Vec<f64> = match k {
+                    "psnr" => recs.iter().map(|r| r[k].as_f64().unwrap_or(f64::INFINITY)).collect(),
+                    _ => recs.iter().filter_map(|r| r[k].as_f64()).collect(),
+                };
                 let (m, s) = mean_std(&v);
                 cells.push(match k {
+                    "psnr" if m.is_infinite() => "inf".to_string(),
                     "psnr" => format!("{m:.2} +- {s:.2}"),
                     "seconds" => {
                         let med = median(&v);
@@ -396,7 +445,7 @@ fn write_outputs(
         rows.iter().map(|(t, l, n, r)| json!({"task": t.name(), "method": l, "image": n, "result": r})).collect();
     write_json(
         &a.output.join("results.json"),
-        &json!({"summary": summary, "cells": cells, "noise": a.noise, "seed": g.seed, "images": images.len(),
+        &json!({"summary": summary, "cells": cells, "noise": a.level, "seed": g.seed, "images": images.len(),
             "skipped": skipped}),
     )?;
     Ok(summary)

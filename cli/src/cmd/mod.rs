@@ -27,7 +27,7 @@ pub const EXAMPLES: &str = "Examples:
 #[derive(Subcommand)]
 pub enum Command {
     /// Solve an inverse problem (inpainting, deblurring, super-resolution, denoising).
-    Restore(restore::RestoreArgs),
+    Restore(Box<restore::RestoreArgs>),
     /// Write the simulated measurement of a clean image.
     Degrade(degrade::DegradeArgs),
     /// Draw unconditional samples from the model.
@@ -48,7 +48,7 @@ pub enum Command {
 
 pub fn run(c: Command, g: &Global) -> Result<()> {
     match c {
-        Command::Restore(a) => restore::run(a, g),
+        Command::Restore(a) => restore::run(*a, g),
         Command::Degrade(a) => degrade::run(a, g),
         Command::Generate(a) => generate::run(a, g),
         Command::Denoise(a) => denoise::run(a, g),

@@ -4,9 +4,9 @@ use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, MAX_STEPS, MAX_WEIGHT
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
-use diffinv::cpu::image_io::{dimensions, load_image, save_image, Fit, MAX_SIDE};
+use diffinv::cpu::image_io::{load_image, save_image, Fit, MAX_SIDE};
 use diffinv::metrics::Metrics;
-use diffinv::{Device, GpuOptions, Method, Model, Restorer, Settings, TaskParams, Tensor};
+use diffinv::{Device, GpuOptions, Method, Model, Restorer, Settings, Task, TaskParams};
 use std::path::{Path, PathBuf};
 
 pub const EXAMPLES: &str = "Examples:
@@ -56,8 +56,14 @@ pub struct RestoreArgs {
     t0: Option<usize>,
     #[command(flatten)]
     model: ModelArgs,
-    /// Centre-crop and resize clean inputs to the model's size.
-    #[arg(long)]
+    /// How an image of another size than the model's is met (diffusion methods): `tile` (the
+    /// default) restores it at its size, the model run on overlapping tiles (smaller images
+    /// mirror-padded); `resize` centre-crops and resizes it, `crop` centre-crops it, to the
+    /// model's size (the measurement to the size the model's image measures to).
+    #[arg(long, value_parser = ["tile", "resize", "crop"])]
+    fit: Option<String>,
+    /// The same as --fit resize.
+    #[arg(long, conflicts_with = "fit")]
     resize: bool,
     #[command(flatten)]
     device: DeviceArgs,
@@ -83,7 +89,7 @@ impl Job<'_> {
         };
         let settings = Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0 };
         let mut r =
-            a.op.apply(r, &self.params)?
+            a.op.apply(r, &self.params, a.from_clean)?
                 .method(self.method)
                 .settings(settings)
                 .seed(self.g.seed)
@@ -97,14 +103,15 @@ impl Job<'_> {
         Ok(r)
     }
 
-    /// A clean image for `--from-clean`: at the model's size for the diffusion methods (the
-    /// header is checked before any pixel is decoded).
-    fn clean(&self, input: &Path) -> Result<Tensor> {
-        let size = self.model.filter(|_| self.method.is_diffusion()).map(|m| m.image_size());
-        match (size, self.a.resize) {
-            (Some(s), true) => Ok(load_image(input, Fit::Resize(s))?),
-            (Some(s), false) => crate::common::load_exact(input, s),
-            (None, _) => Ok(load_image(input, Fit::Max(MAX_SIDE as usize))?),
+    /// How an input is loaded: `side` is what the model's image size comes to for this input
+    /// (the model's side for a clean image, the measured side for a measurement); the header is
+    /// checked before any pixel is decoded.
+    fn fit(&self, side: usize) -> Fit {
+        let diffusion = self.model.is_some() && self.method.is_diffusion();
+        match (diffusion, self.a.fit.as_deref(), self.a.resize) {
+            (true, Some("resize"), _) | (true, _, true) => Fit::Resize(side),
+            (true, Some("crop"), _) => Fit::Crop(side),
+            _ => Fit::Max(MAX_SIDE as usize),
         }
     }
 
@@ -114,30 +121,20 @@ impl Job<'_> {
         let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let pb = self.g.progress(0, &name);
         let mut r = self.restorer(index, &pb)?;
+        let side = self.model.map_or(0, Model::image_size);
         let (clean, y, op) = if a.from_clean {
-            let x = self.clean(input)?;
+            let x = load_image(input, self.fit(side))?;
             let (y, op) = r.measure_tensor(&x)?;
             (Some(x), y, op)
         } else {
-            // The measurement's size, from its header, must be what the task produces.
-            let (w, h) = dimensions(input)?;
-            let shape = r.image_shape([1, 3, h, w]);
-            let op = r.operator(shape)?;
-            let want = op.measurement_shape(shape);
-            if [1, 3, h, w] != want {
-                let side = shape[2];
-                return Err(CliError::runtime(format!(
-                    "{}: measurement is {w}x{h}, --task {} on this model expects {}x{}{}",
-                    input.display(),
-                    task.name(),
-                    want[3],
-                    want[2],
-                    if want[2] == side && h != side { " (use --from-clean --resize for a clean image)" } else { "" }
-                )));
-            }
-            (None, load_image(input, Fit::Max(MAX_SIDE as usize))?, op)
+            // The side the model's image measures to (the SR factor divides it).
+            let factor = if task == Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
+            let y = load_image(input, self.fit((side / factor).max(1)))?;
+            let op = r.operator(r.image_shape(y.shape()))?;
+            (None, y, op)
         };
         let meas_img = op.measurement_image(&y)?;
+        let meas_file = save_meas.map(|_| op.measurement_file(&y)).transpose()?;
         let out = r.run_with(&op, &y);
         pb.finish();
         let out = out.map_err(|e| match e {
@@ -159,7 +156,17 @@ impl Job<'_> {
         for (k, v) in &out.params {
             m.insert((*k).into(), (*v).into());
         }
+        m.insert("sigma_y".into(), out.sigma_y.into());
         let mut line = format!("{} -> {} ({:.1} s, {} NFE)", input.display(), output.display(), out.seconds, out.nfe);
+        m.insert("tiles".into(), out.tiles.into());
+        m.insert("peak_rss_mib".into(), crate::common::peak_rss_mib().into());
+        if out.tiles > 1 {
+            line += &format!(", {} tiles", out.tiles);
+        }
+        if let Some(s) = out.sigma_y_estimated {
+            m.insert("sigma_y_estimated".into(), s.into());
+            line += &format!(", sigma_y estimated {s:.4}");
+        }
         if let (Some(x), Some(j)) = (&clean, self.metrics) {
             let q = j.compare_tensors(x, &out.x, 0)?;
             let qm = j.compare_tensors(x, &meas_img, 0)?;
@@ -168,8 +175,8 @@ impl Job<'_> {
             line += &format!("\n  result:      {}\n  measurement: {}", q.line(), qm.line());
         }
         // Written last, when everything they report has been computed.
-        if let Some(p) = save_meas {
-            save_image(p, &meas_img, 0)?;
+        if let (Some(p), Some(m)) = (save_meas, &meas_file) {
+            save_image(p, m, 0)?;
         }
         save_image(output, &out.x, 0)?;
         self.g.say(line);
@@ -180,11 +187,11 @@ impl Job<'_> {
 pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
     let method = Method::parse(&a.method).map_err(|e| CliError::usage(e.to_string()))?;
     let params = a.op.params()?;
+    if a.from_clean {
+        a.op.simulated_noise()?;
+    }
     if a.save_measurement.is_some() && !a.from_clean {
         return Err(CliError::usage("--save-measurement needs --from-clean"));
-    }
-    if a.resize && !a.from_clean {
-        return Err(CliError::usage("--resize applies to clean inputs (--from-clean); a measurement is used as it is"));
     }
     if !a.input.exists() {
         return Err(CliError::runtime(format!("{}: no such file or folder", a.input.display())));

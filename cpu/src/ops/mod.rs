@@ -187,6 +187,17 @@ impl Op {
         Ok(x)
     }
 
+    /// The measurement as a file holds it, for `restore` to read back: `y` itself at its own size
+    /// (a quarter of the side for x4 SR), holes 0 for inpainting; clipped to [-1, 1].
+    pub fn measurement_file(&self, y: &Tensor) -> Result<Tensor> {
+        let mut x = match self {
+            Op::Mask(m) => apply_mask(m, y)?,
+            _ => y.clone(),
+        };
+        x.data_mut().iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+        Ok(x)
+    }
+
     /// The mask, for inpainting operators.
     pub fn mask(&self) -> Option<&Tensor> {
         match self {

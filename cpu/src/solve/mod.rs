@@ -4,16 +4,17 @@
 mod defaults;
 mod schedule;
 
-pub use defaults::{dps_zeta_for_steps, Defaults};
+pub use defaults::{dps_zeta_for_steps, hqs_tv_schedule, interpolate, Defaults, LEVELS};
 pub use schedule::Schedule;
 
 use crate::classical::Denoiser;
 use crate::error::{Error, Result};
 use crate::ops::{Op, Task};
 use crate::tensor::Tensor;
+use diffinv_core::diffusion::start_from_measurement;
 use diffinv_core::rng::streams;
 use diffinv_core::sampler::{self, AldConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
-use diffinv_core::{Backend, NoiseStream, Operator};
+use diffinv_core::{Backend, Chain, NoiseStream, Operator};
 use diffinv_model::{DiffusionSettings, UNetConfig};
 
 /// A restoration method.
@@ -172,14 +173,19 @@ pub struct Plan {
     pub sigma_y: f64,
     /// The parameters used, by name (for reports).
     pub params: Vec<(&'static str, f64)>,
+    /// Whether the chain starts from the measurement where its noise reaches `sigma_y`
+    /// (denoising with DPS, Score-ALD and DiffPIR) instead of from pure noise at its top.
+    pub from_measurement: bool,
 }
 
 impl Plan {
-    /// Resolves `method`'s parameters for `task` on a batch of `n` images of the model `cfg`
-    /// trained with `diffusion`.
+    /// Resolves `method`'s parameters for `task` on a batch of images of `shape` (NCHW; any
+    /// height and width: a backend that tiles the model runs other sizes than the model's) of
+    /// the model `cfg` trained with `diffusion`.
     ///
     /// # Errors
-    /// [`Error::Parameter`] for a setting out of its range or a classical method.
+    /// [`Error::Parameter`] for a setting out of its range or a classical method,
+    /// [`Error::Shape`] for another channel count than the model's.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &UNetConfig,
@@ -188,7 +194,7 @@ impl Plan {
         task: Task,
         settings: &Settings,
         sigma_y: f64,
-        n: usize,
+        shape: [usize; 4],
     ) -> Result<Plan> {
         if !method.is_diffusion() {
             return Err(Error::parameter("method", method.name(), "is not a diffusion method"));
@@ -197,7 +203,7 @@ impl Plan {
         if !(0.0..=crate::ops::MAX_NOISE).contains(&sigma_y) {
             return Err(Error::parameter("noise", sigma_y, format!("must be in [0, {}]", crate::ops::MAX_NOISE)));
         }
-        let d = Defaults::for_task(method, task);
+        let d = Defaults::for_task(method, task, sigma_y);
         let total = diffusion.steps;
         let steps = settings.steps.unwrap_or(d.steps);
         if steps == 0 || steps > total {
@@ -205,7 +211,9 @@ impl Plan {
         }
         let spacing = (steps != total).then(|| steps.to_string());
         let schedule = Schedule::new(diffusion, spacing.as_deref())?;
-        let shape = [n, cfg.in_channels, cfg.image_size, cfg.image_size];
+        if shape[1] != cfg.in_channels || shape.contains(&0) {
+            return Err(Error::shape("image", &shape, format!("the model takes {} channels", cfg.in_channels)));
+        }
         let (mut zeta, mut lambda, mut t0) = (0.0, 0.0, 0);
         let params = match method {
             Method::Dps => {
@@ -232,7 +240,8 @@ impl Plan {
             }
             _ => unreachable!("checked above"),
         };
-        Ok(Plan { method, schedule, shape, zeta, lambda, t0, sigma_y, params })
+        let from_measurement = task == Task::Denoise && method != Method::Sdedit;
+        Ok(Plan { method, schedule, shape, zeta, lambda, t0, sigma_y, params, from_measurement })
     }
 
     /// Runs the method on any backend: draws the start from the init streams (SDEdit starts
@@ -251,18 +260,31 @@ impl Plan {
         monitor: &mut dyn FnMut(usize, usize) -> bool,
     ) -> std::result::Result<(B::Tensor, Stats), SampleError<B::Error>> {
         let n = self.shape[0];
-        let chain = self.schedule.chain();
+        let full = self.schedule.chain();
         let mut rngs = streams_for(seed, streams::STEPS, first, n);
         let mut init = streams_for(seed, streams::INIT, first, n);
         let mut mon = |a: usize, t: usize| monitor(a, t);
         let mut x = b.zeros(self.shape)?;
-        let stats = match self.method {
-            Method::Dps => {
+        // Denoising starts where the chain's noise reaches sigma_y, from y itself (an exact draw
+        // of x_t given the image), rather than from pure noise: the steps above carry nothing
+        // the measurement lacks.
+        let k = if self.from_measurement {
+            let (k, a, c) = start_from_measurement(full.abar(), self.sigma_y);
+            let mut z = b.zeros(self.shape)?;
+            b.randn(&mut init, &mut z)?;
+            b.axpby(a, y, c, &z, &mut x)?;
+            k
+        } else {
+            if self.method != Method::Sdedit {
                 b.randn(&mut init, &mut x)?;
-                sampler::dps(b, &chain, op, y, &DpsConfig { zeta: self.zeta }, &mut x, &mut rngs, &mut mon)?
             }
+            full.len() - 1
+        };
+        let chain = Chain::new(&full.steps()[..=k], &full.betas()[..=k], &full.abar()[..=k])
+            .expect("a prefix of a valid chain is valid");
+        let stats = match self.method {
+            Method::Dps => sampler::dps(b, &chain, op, y, &DpsConfig { zeta: self.zeta }, &mut x, &mut rngs, &mut mon)?,
             Method::Ald => {
-                b.randn(&mut init, &mut x)?;
                 let cfg = AldConfig { lambda: self.lambda, sigma_y: self.sigma_y, max_step: 1.0 };
                 sampler::ald(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
             }
@@ -273,7 +295,6 @@ impl Plan {
             }
             Method::DiffPir => {
                 let cfg = DiffpirConfig { lambda: self.lambda, zeta: self.zeta, sigma_y: self.sigma_y.max(1e-3) };
-                b.randn(&mut init, &mut x)?;
                 sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
             }
             _ => unreachable!("Plan::new takes diffusion methods only"),
@@ -305,14 +326,17 @@ pub fn restore_classical(
         return Err(Error::parameter("method", method.name(), "is not a classical method"));
     }
     settings.check(method)?;
-    let d = Defaults::for_task(method, task);
+    let d = Defaults::for_task(method, task, sigma_y);
     let iters = settings.steps.unwrap_or(d.steps);
     let lambda = settings.lambda.unwrap_or(d.lambda);
     let tv = TvConfig { lambda, iters, tol: 1e-4 };
     let mut params = vec![("iterations", iters as f64), ("lambda", lambda)];
     let out = match method {
         Method::AdamTv => classical::adam_tv(op, y, &tv, d.lr, 1e-3, monitor)?,
-        Method::HqsTv => classical::hqs_tv(op, y, &tv, d.mu, 1.3, monitor)?,
+        Method::HqsTv => {
+            let (mu0, growth) = hqs_tv_schedule(lambda, iters);
+            classical::hqs_tv(op, y, &tv, mu0, growth, monitor)?
+        }
         Method::AdmmTv => classical::admm_tv(op, y, &tv, d.mu, monitor)?,
         Method::HqsDncnn => {
             let den = denoiser.ok_or_else(|| Error::parameter("denoiser", "none", "is needed by hqs-dncnn"))?;
