@@ -124,10 +124,14 @@ impl TileLayout {
         }
     }
 
-    /// The image pixel that tile position `(i, j)` of tile `k` reads (mirrored past the edges).
-    fn source(&self, k: usize, i: usize, j: usize) -> usize {
+    /// The image pixel each tile position of tile `k` reads (row-major; mirrored past the
+    /// edges).
+    fn sources(&self, k: usize) -> Vec<usize> {
         let (top, left) = self.corner(k);
-        mirror(top + i as isize, self.h) * self.w + mirror(left + j as isize, self.w)
+        let s = self.side;
+        (0..s * s)
+            .map(|p| mirror(top + (p / s) as isize, self.h) * self.w + mirror(left + (p % s) as isize, self.w))
+            .collect()
     }
 
     fn check(&self, what: &str, t: &Tensor, h: usize, w: usize) -> Result<()> {
@@ -153,7 +157,7 @@ impl TileLayout {
     pub fn crop(&self, k: usize, x: &Tensor, out: &mut Tensor) -> Result<()> {
         self.check_pair(x, out)?;
         let (s, hw) = (self.side, self.h * self.w);
-        let src: Vec<usize> = (0..s * s).map(|p| self.source(k, p / s, p % s)).collect();
+        let src = self.sources(k);
         for (o, xi) in out.data_mut().chunks_exact_mut(s * s).zip(x.data().chunks_exact(hw)) {
             o.iter_mut().zip(&src).for_each(|(o, &p)| *o = xi[p]);
         }
@@ -196,7 +200,7 @@ impl TileLayout {
     pub fn crop_adjoint(&self, k: usize, tile: &Tensor, out: &mut Tensor) -> Result<()> {
         self.check_pair(out, tile)?;
         let (s, hw) = (self.side, self.h * self.w);
-        let src: Vec<usize> = (0..s * s).map(|p| self.source(k, p / s, p % s)).collect();
+        let src = self.sources(k);
         for (o, ti) in out.data_mut().chunks_exact_mut(hw).zip(tile.data().chunks_exact(s * s)) {
             src.iter().zip(ti).for_each(|(&p, &v)| o[p] += v);
         }

@@ -116,9 +116,8 @@ fn read_cell(path: &Path, key: &Value) -> Option<Value> {
 }
 
 pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
-    let mut levels = a.noise.clone();
-    levels.dedup();
-    if levels.len() != a.noise.len() || levels.windows(2).any(|w| w[1] <= w[0]) {
+    let levels = a.noise.clone();
+    if levels.windows(2).any(|w| w[1] <= w[0]) {
         return Err(CliError::usage("--noise: give distinct levels in increasing order"));
     }
     if levels.len() > 16 {

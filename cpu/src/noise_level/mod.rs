@@ -184,16 +184,14 @@ impl Grid<'_> {
                 })
                 .collect()
         };
-        let sigma_of = |rs: &[Vec<f64>]| {
-            let mut cov = covariance(rs.iter().map(Vec::as_slice), d);
-            chen_sigma(&sym_eigenvalues(&mut cov, d))
-        };
+        let sigma_of = |rs: &mut dyn Iterator<Item = &[f64]>| chen_sigma(&sym_eigenvalues(&covariance(rs, d), d));
         let all = rows(self.img, &corners);
-        let kept = unclipped(&corners, &all, sigma_of(&all), 2 * d + 2);
-        let rows_kept: Vec<Vec<f64>> = kept.iter().map(|&k| all[k].clone()).collect();
-        let raw = sigma_of(&rows_kept);
+        let kept = unclipped(&corners, &all, sigma_of(&mut all.iter().map(Vec::as_slice)), 2 * d + 2);
+        let raw = sigma_of(&mut kept.iter().map(|&k| all[k].as_slice()));
         let at: Vec<(usize, usize)> = kept.iter().map(|&k| corners[k]).collect();
-        let bias = (0..CALIBRATION_DRAWS).map(|k| sigma_of(&rows(&self.white_noise(k), &at))).sum::<f64>()
+        let bias = (0..CALIBRATION_DRAWS)
+            .map(|k| sigma_of(&mut rows(&self.white_noise(k), &at).iter().map(Vec::as_slice)))
+            .sum::<f64>()
             / CALIBRATION_DRAWS as f64;
         Some(NoiseEstimate { sigma: raw / bias.max(1e-12), patch: p, patches: at.len(), em: false })
     }
@@ -228,8 +226,7 @@ impl Grid<'_> {
                 .collect()
         };
         let sigma_of = |rs: &[Vec<f64>], ms: &[Vec<bool>], iterations: usize| {
-            let mut cov = em_covariance(rs, ms, d, iterations);
-            chen_sigma(&sym_eigenvalues(&mut cov, d))
+            chen_sigma(&sym_eigenvalues(&em_covariance(rs, ms, d, iterations), d))
         };
         let all = rows(self.img);
         let means: Vec<f64> = all

@@ -1,5 +1,5 @@
 //! The linear algebra of the patch estimator: the eigenvalues of a small symmetric matrix
-//! (cyclic Jacobi), the noise level they imply (Chen, Zhu and Heng 2015), and the covariance of
+//! (sorted, from the operators' Jacobi solver), the noise level they imply (Chen, Zhu and Heng 2015), and the covariance of
 //! patches with missing entries (Gaussian EM).
 
 use rayon::prelude::*;
@@ -7,45 +7,11 @@ use rayon::prelude::*;
 /// Rows per parallel EM task.
 const CHUNK: usize = 128;
 
-/// The eigenvalues of the symmetric `n x n` matrix `a` (row-major; destroyed), ascending.
-/// Cyclic Jacobi: slow for large `n`, accurate to rounding for the small matrices used here.
-pub fn sym_eigenvalues(a: &mut [f64], n: usize) -> Vec<f64> {
+/// The eigenvalues of the symmetric `n x n` matrix `a` (row-major), ascending: the operators'
+/// Jacobi solver ([`crate::ops::linalg::sym_eigen`]), sorted.
+pub fn sym_eigenvalues(a: &[f64], n: usize) -> Vec<f64> {
     assert_eq!(a.len(), n * n, "an n x n matrix");
-    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
-    for _sweep in 0..64 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        if off.sqrt() <= 1e-15 * scale * n as f64 {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() <= f64::MIN_POSITIVE {
-                    continue;
-                }
-                let (app, aqq) = (a[p * n + p], a[q * n + q]);
-                // The rotation that zeroes a[p][q] (Golub and Van Loan, 8.5.2).
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum().max(0.0).mul_add(2.0, -1.0) / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-            }
-        }
-    }
-    let mut ev: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
+    let (mut ev, _) = crate::ops::linalg::sym_eigen(a, n);
     ev.sort_by(f64::total_cmp);
     ev
 }
@@ -269,7 +235,7 @@ mod tests {
                     a[i * n + j] = (0..n).map(|k| q[k][i] * want[k] * q[k][j]).sum();
                 }
             }
-            let got = sym_eigenvalues(&mut a, n);
+            let got = sym_eigenvalues(&a, n);
             let mut sorted = want.clone();
             sorted.sort_by(f64::total_cmp);
             for (g, w) in got.iter().zip(&sorted) {
