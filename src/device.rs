@@ -343,6 +343,17 @@ mod cuda {
         ) -> std::result::Result<(), HostError> {
             put(self.0.data_solve(&tensor(y.0, y.1)?, &tensor(z.0, z.1)?, rho)?, out)
         }
+        fn vjp(
+            &self,
+            x: (Shape, &[f32]),
+            v: (Shape, &[f32]),
+            out: (Shape, &mut [f32]),
+        ) -> std::result::Result<(), HostError> {
+            put(self.0.vjp(&tensor(x.0, x.1)?, &tensor(v.0, v.1)?)?, out)
+        }
+        fn is_linear(&self) -> bool {
+            self.0.is_linear()
+        }
         fn init_estimate(&self, y: (Shape, &[f32]), out: (Shape, &mut [f32])) -> std::result::Result<(), HostError> {
             put(self.0.init_estimate(&tensor(y.0, y.1)?)?, out)
         }

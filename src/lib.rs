@@ -5,10 +5,12 @@
 //!
 //! - [`Model`]: a diffusion prior (the shipped 64 px face model, DPS's FFHQ-256 `ffhq_10m.pt`,
 //!   any guided-diffusion ADM UNet checkpoint);
-//! - [`Restorer`]: an inverse problem ([`Task`]) and how to solve it ([`Method`], settings,
-//!   seed, [`Device`]), run on measurements of any size (the model is tiled, [`Tiling`]) with a
-//!   known noise level or one estimated from the measurement ([`Restorer::noise_auto`],
-//!   [`estimate_noise`]);
+//! - [`Restorer`]: an inverse problem ([`Task`], linear or not: phase retrieval, HDR) and how
+//!   to solve it ([`Method`], DAPS included, settings, seed, [`Device`]), run on measurements of
+//!   any size (the model is tiled, [`Tiling`]) with a known noise level, one estimated from the
+//!   measurement ([`Restorer::noise_auto`], [`estimate_noise`]) or Poisson counts
+//!   ([`NoiseModel`]), as the best of several draws by the measurement residual
+//!   ([`Restorer::samples`]);
 //! - [`Generator`] (unconditional samples) and [`Denoising`] (noise to a level, denoise);
 //! - [`image`]: images as `ndarray` arrays (`H x W x 3` in `[0, 1]`) in and out of files;
 //! - [`metrics`]: PSNR, SSIM and LPIPS.
@@ -51,14 +53,14 @@ pub mod timing;
 pub use device::{gpu_operator, CpuOnHost};
 pub use device::{Device, GpuOptions};
 pub use diffinv_cpu::classical::Denoiser;
-pub use diffinv_cpu::ops::{Op, Task, TaskParams};
+pub use diffinv_cpu::ops::{NoiseModel, Op, Task, TaskParams};
 pub use diffinv_cpu::solve::{Method, Settings};
 pub use diffinv_cpu::{CpuContext, Tensor};
 pub use error::{Error, Result};
 pub use models::Model;
 pub use ndarray;
 pub use noise::estimate_noise;
-pub use restorer::{Restored, Restorer, Tiling};
+pub use restorer::{sample_seed, Restored, Restorer, Sample, Tiling, MAX_SAMPLES};
 pub use sample::{DenoiseMode, Denoised, Denoising, Generated, Generator};
 
 pub use diffinv_core as core;

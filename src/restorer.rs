@@ -10,7 +10,7 @@ use crate::tiled::{Tiled, TiledOp};
 use diffinv_core::sampler::Stats;
 use diffinv_core::Shape;
 use diffinv_cpu::classical::Denoiser;
-use diffinv_cpu::ops::{build, measure, Op, Task, TaskParams};
+use diffinv_cpu::ops::{build, measure, poisson, NoiseModel, Op, Task, TaskParams};
 use diffinv_cpu::solve::{restore_classical, Method, Plan, Settings};
 use diffinv_cpu::tiles::TileLayout;
 use diffinv_cpu::Tensor;
@@ -40,6 +40,43 @@ pub struct Restored {
     pub sigma_y_estimated: Option<f64>,
     /// Model-sized tiles per network evaluation (1: the image is the model's size, untiled).
     pub tiles: usize,
+    /// `||A(x) - y||` of the returned image (the whole batch).
+    pub residual: f64,
+    /// With [`Restorer::samples`]: every draw's sampler seed and residual, in order; the
+    /// returned image is the draw with the smallest residual. One entry for a single draw.
+    pub samples: Vec<Sample>,
+}
+
+/// One draw of a best-of-N restoration.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// The seed of the draw's sampler noise (the operator and measurement keep the run's seed).
+    pub seed: u64,
+    /// `||A(x) - y||` of the draw.
+    pub residual: f64,
+    /// The draw (NCHW, [-1, 1], clipped), kept only when the run has more than one.
+    pub x: Option<Tensor>,
+}
+
+/// The sampler seed of draw `k` of a best-of-N run: the run's seed for the first draw (so that
+/// one draw is the plain run), a splitmix64 step away for the others.
+pub fn sample_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        return seed;
+    }
+    let mut z = seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The most draws of a best-of-N run.
+pub const MAX_SAMPLES: usize = 1024;
+
+/// `||A(x) - y||` over the batch.
+fn residual(op: &Op, y: &Tensor, x: &Tensor) -> Result<f64> {
+    let ax = op.forward(x)?;
+    Ok(ax.data().iter().zip(y.data()).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt())
 }
 
 /// When a diffusion method runs its model on tiles.
@@ -84,6 +121,8 @@ pub struct Restorer<'m> {
     tiling: Tiling,
     denoiser: Option<String>,
     loaded_denoiser: Option<Denoiser>,
+    noise_model: NoiseModel,
+    samples: usize,
 }
 
 impl<'m> Restorer<'m> {
@@ -101,6 +140,8 @@ impl<'m> Restorer<'m> {
             tiling: Tiling::Auto,
             denoiser: None,
             loaded_denoiser: None,
+            noise_model: NoiseModel::Gaussian,
+            samples: 1,
         }
     }
 
@@ -191,6 +232,40 @@ impl<'m> Restorer<'m> {
         self
     }
 
+    /// How the measurement is corrupted (default Gaussian at [`Restorer::noise`]'s level).
+    /// With [`NoiseModel::Poisson`], [`Restorer::measure`] simulates photon counts, DPS and DAPS
+    /// use the Poisson likelihood (weighted least squares, [`poisson::sqrt_weights`]), and the
+    /// other methods assume Gaussian noise of the same mean variance
+    /// ([`poisson::equivalent_sigma`]).
+    pub fn noise_model(mut self, model: NoiseModel) -> Self {
+        self.noise_model = model;
+        self
+    }
+
+    /// Best of `n` draws: the method runs `n` times with independent sampler seeds
+    /// ([`sample_seed`]) and returns the draw whose measurement residual `||A(x) - y||` is the
+    /// smallest (never chosen against a clean image); [`Restored::samples`] lists them all.
+    /// `n` must be in `1..=MAX_SAMPLES` (checked when run), and above 1 only for diffusion
+    /// methods.
+    ///
+    /// ```
+    /// use diffinv::{Method, Model, Restorer, Settings, Task};
+    /// let model = Model::shipped()?;
+    /// let clean = diffinv::image::load("assets/samples/009521.png")?;
+    /// let r = || Restorer::new(&model).task(Task::PhaseRetrieval).seed(0);
+    /// let (y, op) = r().measure_tensor(&diffinv::image::to_tensor(clean.view())?)?;
+    /// // DAPS with 3 levels of 1 ODE step and 2 Langevin steps (DAPS-1K is the default).
+    /// let tiny = Settings { steps: Some(3), ode_steps: Some(1), langevin_steps: Some(2), ..Default::default() };
+    /// let out = r().method(Method::Daps).settings(tiny).samples(2).run_with(&op, &y)?;
+    /// assert_eq!(out.samples.len(), 2);
+    /// assert!(out.samples.iter().all(|s| s.residual >= out.residual));
+    /// # Ok::<(), diffinv::Error>(())
+    /// ```
+    pub fn samples(mut self, n: usize) -> Self {
+        self.samples = n;
+        self
+    }
+
     /// The seed of every random draw (operator, measurement noise, sampler noise).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -223,6 +298,11 @@ impl<'m> Restorer<'m> {
     /// The restored image's shape for a measurement of shape `y`: the measurement's (times the
     /// SR factor). Any size: diffusion methods tile the model over other sizes than its own.
     pub fn image_shape(&self, y: Shape) -> Shape {
+        if self.task == Task::PhaseRetrieval {
+            let os = self.params.oversample.unwrap_or(diffinv_cpu::ops::phase::OVERSAMPLE);
+            let side = |p: usize| diffinv_cpu::ops::phase::image_side(p, os).unwrap_or(0);
+            return [y[0], y[1], side(y[2]), side(y[3])];
+        }
         let f = if self.task == Task::Sr4 { self.params.scale.unwrap_or(4) } else { 1 };
         [y[0], y[1], y[2] * f, y[3] * f]
     }
@@ -259,7 +339,10 @@ impl<'m> Restorer<'m> {
             Error::Cpu(diffinv_cpu::Error::parameter("noise", "auto", "a measurement is simulated at a given level"))
         })?;
         let op = self.operator(clean.shape())?;
-        let y = measure(&op, clean, noise, self.seed, self.index)?;
+        let y = match self.noise_model {
+            NoiseModel::Gaussian => measure(&op, clean, noise, self.seed, self.index)?,
+            NoiseModel::Poisson { rate } => poisson::measure(&op, clean, rate, self.seed, self.index)?,
+        };
         Ok((y, op))
     }
 
@@ -310,41 +393,89 @@ impl<'m> Restorer<'m> {
             return Err(Error::Cpu(diffinv_cpu::Error::parameter("noise", s, format!("must be in [0, {max}]"))));
         }
         self.settings.check(self.method)?;
-        let estimated = match self.noise {
-            Some(_) => None,
-            None => Some(self.estimate_noise(op, y)?),
+        self.method.check_task(self.task)?;
+        self.noise_model.check()?;
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
+            let e = diffinv_cpu::Error::parameter("samples", self.samples, format!("must be in 1..={MAX_SAMPLES}"));
+            return Err(Error::Cpu(e));
+        }
+        if self.samples > 1 && !self.method.is_diffusion() {
+            let e = diffinv_cpu::Error::parameter(
+                "samples",
+                self.samples,
+                "needs a diffusion method (the others are deterministic)",
+            );
+            return Err(Error::Cpu(e));
+        }
+        let estimated = match (self.noise_model, self.noise) {
+            (NoiseModel::Poisson { rate }, _) => Some(poisson::equivalent_sigma(y, rate)),
+            (_, Some(_)) => None,
+            (_, None) => Some(self.estimate_noise(op, y)?),
         };
         if self.method == Method::HqsDncnn && self.loaded_denoiser.is_none() {
             self.loaded_denoiser = Some(load_denoiser(self.denoiser.as_deref().unwrap_or("ffdnet_color"))?);
         }
         let t0 = Instant::now();
-        let noise = self.noise.or(estimated).unwrap_or_default();
+        let noise = match self.noise_model {
+            NoiseModel::Poisson { .. } => estimated.unwrap_or_default(),
+            NoiseModel::Gaussian => self.noise.or(estimated).unwrap_or_default(),
+        };
+        let (noise_model, n_samples) = (self.noise_model, self.samples);
         let (method, task, settings, seed, index) = (self.method, self.task, &self.settings, self.seed, self.index);
         let (model, den) = (self.model, self.loaded_denoiser.as_ref());
         let (device, cpu, gpu) = (self.exec.device, self.exec.cpu, self.exec.gpu);
         let shape = self.image_shape(y.shape());
         let layout = self.tile_layout(shape)?;
         let tiles = layout.as_ref().map_or(1, TileLayout::len);
-        let (x, nfe, vjps, params, device) = self.exec.install(|monitor| {
+        let (x, nfe, vjps, params, device, samples) = self.exec.install(|monitor| {
             // A noiseless denoising measurement is the image: the posterior is a point mass.
-            if task == Task::Denoise && noise == 0.0 {
+            if task == Task::Denoise && noise == 0.0 && noise_model == NoiseModel::Gaussian {
                 let mut x = y.clone();
                 x.data_mut().iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
-                return Ok((x, 0, 0, vec![("identity", 1.0)], "cpu".to_string()));
+                return Ok((x, 0, 0, vec![("identity", 1.0)], "cpu".to_string(), vec![]));
             }
             if !method.is_diffusion() {
                 let o = restore_classical(method, task, settings, den, op, y, noise, monitor)?;
-                return Ok((o.x, 0, 0, o.params, "cpu".to_string()));
+                return Ok((o.x, 0, 0, o.params, "cpu".to_string(), vec![]));
             }
             let model = model.ok_or_else(|| {
                 Error::Cpu(diffinv_cpu::Error::parameter("method", method.name(), "needs a diffusion model"))
             })?;
             let plan = Plan::new(model.config(), model.diffusion(), method, task, settings, noise, shape)?;
-            let job = RestoreJob { plan: &plan, op, y, seed, index, layout, monitor };
-            let ((x, stats), device) = dispatch(model, device, cpu, gpu, job)?;
-            Ok((x, stats.nfe, stats.vjps, plan.params, device))
+            // The likelihood the method sees: Poisson's weighted least squares for DPS and DAPS.
+            let weighted = match noise_model {
+                NoiseModel::Poisson { .. } if matches!(method, Method::Dps | Method::Daps) => {
+                    Some(poisson::weighted(op, y)?)
+                }
+                _ => None,
+            };
+            let (lop, ly) = weighted.as_ref().map_or((op, y), |(o, w)| (o, w));
+            let mut best: Option<(Tensor, Stats, f64, String)> = None;
+            let mut samples = Vec::with_capacity(n_samples);
+            for k in 0..n_samples {
+                let s = sample_seed(seed, k);
+                let mut mon = |d: usize, t: usize| monitor(k * t + d, n_samples * t);
+                let job = RestoreJob {
+                    plan: &plan,
+                    op: lop,
+                    y: ly,
+                    seed: s,
+                    index,
+                    layout: layout.clone(),
+                    monitor: &mut mon,
+                };
+                let ((x, stats), device) = dispatch(model, device, cpu, gpu, job)?;
+                let r = residual(op, y, &x)?;
+                samples.push(Sample { seed: s, residual: r, x: (n_samples > 1).then(|| x.clone()) });
+                if best.as_ref().is_none_or(|b| r < b.2) {
+                    best = Some((x, stats, r, device));
+                }
+            }
+            let (x, stats, _, device) = best.expect("at least one draw");
+            Ok((x, stats.nfe, stats.vjps, plan.params, device, samples))
         })?;
         let seconds = t0.elapsed().as_secs_f64();
+        let residual = residual(op, y, &x)?;
         let mut image = from_tensor(&x, 0);
         image.mapv_inplace(|v| v.clamp(0.0, 1.0));
         Ok(Restored {
@@ -356,8 +487,10 @@ impl<'m> Restorer<'m> {
             params,
             device,
             sigma_y: noise,
-            sigma_y_estimated: estimated,
+            sigma_y_estimated: estimated.filter(|_| self.noise_model == NoiseModel::Gaussian),
             tiles,
+            residual,
+            samples,
         })
     }
 

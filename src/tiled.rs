@@ -219,4 +219,10 @@ impl<'b, B: DeviceBackend> Operator<Tiled<'b, B>> for TiledOp<'_, B> {
     fn mask(&self) -> Option<&B::Tensor> {
         self.0.mask()
     }
+    fn vjp(&self, b: &mut Tiled<'b, B>, x: &B::Tensor, v: &B::Tensor, out: &mut B::Tensor) -> Result<()> {
+        self.0.vjp(b.b, x, v, out).map_err(B::err)
+    }
+    fn is_linear(&self) -> bool {
+        self.0.is_linear()
+    }
 }

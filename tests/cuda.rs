@@ -13,7 +13,7 @@ use diffinv::cpu::image_io::{load_image, Fit};
 use diffinv::cpu::ops::{self, Op};
 use diffinv::cpu::CpuBackend;
 use diffinv::cuda::{CudaBackend, Error, Gpu, GpuOptions, GpuTensor, GpuUNet};
-use diffinv::{gpu_operator, CpuOnHost, Device, Method, Model, Restorer, Task, TaskParams, Tensor};
+use diffinv::{gpu_operator, CpuOnHost, Device, Method, Model, Restorer, Settings, Task, TaskParams, Tensor};
 
 /// The GPU's options for these tests: cuDNN convolutions when DIFFINV_CUDNN=1 (the GPU runner
 /// runs the tests once each way).
@@ -282,6 +282,11 @@ fn restorations_match_the_cpu() {
         (Task::DeblurGauss, Method::DiffPir),
         (Task::Sr4, Method::Ald),
         (Task::InpaintRandom, Method::Sdedit),
+        // The nonlinear operators (host-run on the GPU, through their VJPs) and DAPS.
+        (Task::Hdr, Method::Dps),
+        (Task::Hdr, Method::Daps),
+        (Task::PhaseRetrieval, Method::Daps),
+        (Task::DeblurMotion, Method::Daps),
     ];
     for (task, method) in runs {
         let op = ops::build(task, &TaskParams::default(), x.shape(), 7, 0).unwrap();
@@ -290,6 +295,11 @@ fn restorations_match_the_cpu() {
             let mut r = Restorer::new(&m).task(task).method(method).steps(20).seed(7).device(device);
             if method == Method::Dps {
                 r = r.zeta(0.1);
+            }
+            if method == Method::Daps {
+                let s =
+                    Settings { steps: Some(20), ode_steps: Some(2), langevin_steps: Some(10), ..Default::default() };
+                r = r.settings(s);
             }
             let opts = diffinv::GpuOptions { cudnn: options().cudnn, ..Default::default() };
             r.gpu_options(opts).run_with(&op, &y).unwrap()

@@ -4,16 +4,21 @@ use crate::args::{f64_in, odd_in, positive_up_to, usize_in};
 use crate::common::{CliError, Result};
 use clap::Args;
 use diffinv::cpu::image_io::load_gray;
+use diffinv::cpu::ops::hdr::MAX_ALPHA;
 use diffinv::cpu::ops::kernels::from_image;
 use diffinv::cpu::ops::mask::BoxSpec;
+use diffinv::cpu::ops::phase::MAX_OVERSAMPLE;
+use diffinv::cpu::ops::poisson::DEFAULT_RATE;
 use diffinv::cpu::ops::{MAX_BLUR_STD, MAX_NOISE};
-use diffinv::{Restorer, Task, TaskParams};
+use diffinv::{NoiseModel, Restorer, Task, TaskParams};
 use std::path::PathBuf;
 
 /// How the measurement operator is built.
 #[derive(Args, Clone, Debug)]
 pub struct OpArgs {
-    /// The task: inpaint-box, inpaint-random, deblur-gauss, deblur-motion, sr4, denoise.
+    /// The task: inpaint-box, inpaint-random, deblur-gauss, deblur-motion, sr4, denoise,
+    /// phase-retrieval, hdr (the last two nonlinear: diffusion methods only, not sdedit on
+    /// phase retrieval).
     #[arg(long)]
     pub task: String,
     /// Inpainting mask image (white = observed).
@@ -44,7 +49,23 @@ pub struct OpArgs {
     /// measurement (the default for a measurement file; simulating one defaults to 0.05).
     #[arg(long, value_name = "SIGMA|auto", value_parser = noise_arg)]
     pub noise: Option<Noise>,
+    /// `gaussian` (default: additive, --noise) or `poisson` (photon counts at --rate; DPS and
+    /// DAPS then use the Poisson likelihood, the other methods a Gaussian of equal variance).
+    #[arg(long, value_name = "MODEL", value_parser = ["gaussian", "poisson"])]
+    pub noise_model: Option<String>,
+    /// Poisson photon rate: counts per unit intensity in [0, 1] units, in [1, 1e7] (default
+    /// 400 = 1/0.05^2).
+    #[arg(long, value_name = "R", value_parser = f64_in(POISSON_RATE.0, POISSON_RATE.1))]
+    pub rate: Option<f64>,
+    /// Phase retrieval's oversampling, in (0, 8] (default 2: the padded side is twice the image's).
+    #[arg(long, value_name = "S", value_parser = positive_up_to(MAX_OVERSAMPLE))]
+    pub oversample: Option<f64>,
+    /// HDR's exposure factor alpha in [1, 64] (default 2): y = clip(alpha x, -1, 1).
+    #[arg(long, value_name = "A", value_parser = f64_in(1.0, MAX_ALPHA))]
+    pub hdr_alpha: Option<f64>,
 }
+
+const POISSON_RATE: (f64, f64) = diffinv::cpu::ops::poisson::RATE_RANGE;
 
 /// `--noise`: a level or `auto`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,7 +152,34 @@ impl OpArgs {
             only(task == Task::Sr4, "--scale")?;
             p.scale = Some(s);
         }
+        if let Some(s) = self.oversample {
+            only(task == Task::PhaseRetrieval, "--oversample")?;
+            p.oversample = Some(s);
+        }
+        if let Some(s) = self.hdr_alpha {
+            only(task == Task::Hdr, "--hdr-alpha")?;
+            p.hdr_alpha = Some(s);
+        }
         Ok(p)
+    }
+
+    /// The noise model from `--noise-model` and `--rate`.
+    pub fn noise_model(&self) -> Result<NoiseModel> {
+        match (self.noise_model.as_deref(), self.rate) {
+            (Some("poisson"), rate) => {
+                if self.noise.is_some() {
+                    return Err(CliError::usage("--noise sets Gaussian noise; Poisson noise is set by --rate"));
+                }
+                if self.task()? == Task::PhaseRetrieval {
+                    return Err(CliError::usage(
+                        "--noise-model poisson needs an image-domain measurement, not phase retrieval's magnitudes",
+                    ));
+                }
+                Ok(NoiseModel::Poisson { rate: rate.unwrap_or(DEFAULT_RATE) })
+            }
+            (_, Some(_)) => Err(CliError::usage("--rate applies to --noise-model poisson")),
+            _ => Ok(NoiseModel::Gaussian),
+        }
     }
 
     /// The level a simulated measurement gets (`--noise auto` has nothing to simulate).
@@ -148,7 +196,7 @@ impl OpArgs {
     /// `r` set up for this task, its operator options and noise level: the simulated level, or
     /// for a measurement file the given one or else an estimate.
     pub fn apply<'m>(&self, r: Restorer<'m>, params: &TaskParams, simulated: bool) -> Result<Restorer<'m>> {
-        let r = r.task(self.task()?).params(params.clone());
+        let r = r.task(self.task()?).params(params.clone()).noise_model(self.noise_model()?);
         Ok(match (simulated, self.noise) {
             (true, _) => r.noise(self.simulated_noise()?),
             (false, Some(Noise::Level(v))) => r.noise(v),

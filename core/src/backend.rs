@@ -144,7 +144,10 @@ pub trait Backend {
     fn max_abs(&mut self, x: &Self::Tensor) -> Result<f64, Self::Error>;
 }
 
-/// A linear measurement operator `A` with its adjoint and the solves the methods need.
+/// A measurement operator `A`: its forward map and vector-Jacobian product, and for a linear
+/// one the adjoint and the solves the methods need. A nonlinear operator answers
+/// [`Operator::is_linear`] with `false`; its [`Operator::adjoint`] is refused and its
+/// [`Operator::data_solve`] is a stated approximation (see the implementation).
 pub trait Operator<B: Backend> {
     /// The shape of `A x` for an `x` of shape `x`.
     fn measurement_shape(&self, x: Shape) -> Shape;
@@ -166,5 +169,15 @@ pub trait Operator<B: Backend> {
     /// The observation mask (1 = observed) when the operator is an inpainting mask.
     fn mask(&self) -> Option<&B::Tensor> {
         None
+    }
+    /// `out = J_A(x)^T cot`, the vector-Jacobian product at `x` (`cot` shaped like `A x`); the
+    /// adjoint for a linear operator, whatever `x`.
+    fn vjp(&self, b: &mut B, x: &B::Tensor, cot: &B::Tensor, out: &mut B::Tensor) -> Result<(), B::Error> {
+        let _ = x;
+        self.adjoint(b, cot, out)
+    }
+    /// Whether `A` is linear (its adjoint and proximal solve are exact).
+    fn is_linear(&self) -> bool {
+        true
     }
 }

@@ -7,6 +7,7 @@
 //! - [`respace`]: guided-diffusion's timestep respacing (`"100"`, `"25,25,25,25"`, `"ddim50"`);
 //! - [`diffusion`]: `q_sample`, `x0`/`eps`/score conversions, posterior means and variances;
 //! - [`update`]: the DDPM/DDIM/Langevin/Score-ALD/DPS/SDEdit/DiffPIR update rules;
+//! - [`anneal`]: DAPS's poly-7 noise levels on a discrete chain and its Langevin step size;
 //! - [`rng`]: counter-based normal noise, identical on any thread count and backend;
 //! - [`backend`] and [`sampler`]: the loops of every method, written once against a small
 //!   backend trait that the CPU and CUDA crates implement.
@@ -15,6 +16,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod anneal;
 pub mod backend;
 pub mod diffusion;
 mod float;

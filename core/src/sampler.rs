@@ -264,7 +264,7 @@ pub fn sdedit<B: Backend, A: Operator<B> + ?Sized>(
         if op.mask().is_none() && cfg.lambda > 0.0 {
             op.forward(b, &s.x0, &mut ax)?;
             b.axpy(-1.0, y, &mut ax)?;
-            op.adjoint(b, &ax, &mut g)?;
+            op.vjp(b, &s.x0, &ax, &mut g)?;
             b.axpy(-cfg.lambda, &g, &mut s.x0)?;
             b.clamp(&mut s.x0, -1.0, 1.0)?;
         }
@@ -321,7 +321,7 @@ pub fn ald<B: Backend, A: Operator<B> + ?Sized>(
         p_sample(b, &mut s, x, &c, rngs)?;
         op.forward(b, x, &mut ax)?;
         b.axpy(-1.0, y, &mut ax)?;
-        op.adjoint(b, &ax, &mut g)?;
+        op.vjp(b, x, &ax, &mut g)?;
         let w = (2.0 * ald_weight(cfg.lambda, cfg.sigma_y, c.sqrt_one_minus_abar())).min(cfg.max_step);
         b.axpy(-w, &g, &mut s.next)?;
         core::mem::swap(x, &mut s.next);
@@ -415,11 +415,11 @@ pub fn dps_step<'w, B: Backend, A: Operator<B> + ?Sized>(
     b.copy(&w.x0_raw, &mut w.s.x0)?;
     b.clamp(&mut w.s.x0, -1.0, 1.0)?;
     b.posterior_sample(&w.s.x0, x, &w.s.out, c, kind, z, &mut w.s.next)?;
-    // d||A x0 - y||/d x0 = A^T (A x0 - y)/||A x0 - y||, per image.
+    // d||A(x0) - y||/d x0 = J^T (A(x0) - y)/||A(x0) - y||, per image (J = A for linear A).
     op.forward(b, &w.s.x0, &mut w.ax)?;
     b.axpy(-1.0, y, &mut w.ax)?;
     b.norms(&w.ax, &mut w.norms[..n])?;
-    op.adjoint(b, &w.ax, &mut w.g)?;
+    op.vjp(b, &w.s.x0, &w.ax, &mut w.g)?;
     let mut inv = [0.0; MAX_BATCH];
     for (i, &nm) in inv.iter_mut().zip(&w.norms[..n]) {
         *i = if nm > 0.0 { 1.0 / nm } else { 0.0 };
@@ -527,4 +527,165 @@ pub fn diffpir<B: Backend, A: Operator<B> + ?Sized>(
         tick(monitor, n - k, n)?;
     }
     Ok(Stats { nfe: n, vjps: 0 })
+}
+
+/// DAPS settings (daps.md §2-§6; the official main code's structure).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DapsConfig {
+    /// Annealing levels `N_A`.
+    pub levels: usize,
+    /// Euler steps of the probability-flow ODE per level (network evaluations per level).
+    pub ode_steps: usize,
+    /// Langevin steps on `x0` per level `N_L`.
+    pub langevin_steps: usize,
+    /// Langevin step size at the first level.
+    pub lr: f64,
+    /// The last level's step size over the first's.
+    pub lr_min_ratio: f64,
+    /// The likelihood's scale: the data term is `||A(x0) - y||^2 / tau^2` (a tuned weight, not
+    /// the noise level).
+    pub tau: f64,
+    /// The first annealing level.
+    pub sigma_max: f64,
+    /// The last annealing level before 0.
+    pub sigma_min: f64,
+    /// Where each level's ODE ends (its `x0` estimate carries this much noise).
+    pub sigma_ode_end: f64,
+    /// The last level's Langevin steps without their noise (gradient steps towards the mode of
+    /// its target rather than a sample of it).
+    pub quiet_last: bool,
+}
+
+impl DapsConfig {
+    fn check<E>(&self) -> Result<(), SampleError<E>> {
+        let bad = |name, value: f64, reason| Err(SampleError::BadParameter { name, value, reason });
+        if self.levels == 0 {
+            return bad("levels", 0.0, "must be at least 1");
+        }
+        if self.ode_steps == 0 {
+            return bad("ode_steps", 0.0, "must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", self.lr, "must be positive");
+        }
+        if !(self.lr_min_ratio.is_finite() && self.lr_min_ratio > 0.0 && self.lr_min_ratio <= 1.0) {
+            return bad("lr_min_ratio", self.lr_min_ratio, "must be in (0, 1]");
+        }
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            return bad("tau", self.tau, "must be positive");
+        }
+        if !(self.sigma_ode_end > 0.0 && self.sigma_min >= self.sigma_ode_end && self.sigma_max > self.sigma_min) {
+            return bad("sigma_max", self.sigma_max, "must exceed sigma_min, which must reach sigma_ode_end > 0");
+        }
+        if !self.sigma_max.is_finite() {
+            return bad("sigma_max", self.sigma_max, "must be finite");
+        }
+        Ok(())
+    }
+}
+
+/// The scratch of [`daps`]'s denoiser calls.
+struct Denoise<T> {
+    out: T,
+    xin: T,
+}
+
+/// `d = D(z; sigma_k) = z - sigma_k eps(sqrt(abar_k) z, t_k)`: the model's `x0` estimate from a
+/// VE state at chain step `k`.
+fn ve_denoise<B: Backend>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    k: usize,
+    z: &B::Tensor,
+    w: &mut Denoise<B::Tensor>,
+    d: &mut B::Tensor,
+) -> Result<(), B::Error> {
+    let c = chain.coefs(k);
+    b.axpby(libm::sqrt(c.abar), z, 0.0, z, &mut w.xin)?;
+    b.model(&w.xin, c.t, &mut w.out)?;
+    b.predict_x0(&w.xin, &w.out, &c, false, d)
+}
+
+/// DAPS (Zhang et al. 2025): at each annealing level an ODE estimate `x0_hat` of `x0` from
+/// `x_sigma` (no network gradients), Langevin steps on `x0` under
+/// `N(x0_hat, sigma^2 I) * exp(-||A(x0) - y||^2 / tau^2)` that touch only the operator's
+/// forward map and vector-Jacobian product, then re-noising to the next level. The state is
+/// the VE variable `x0 + sigma eps`; `chain` is the model's full (unrespaced) chain, every sigma
+/// snapped to its levels ([`crate::anneal`]). `x` holds standard normal noise on entry (scaled
+/// to the first level here) and the last Langevin sample on return.
+#[allow(clippy::too_many_arguments)]
+pub fn daps<B: Backend, A: Operator<B> + ?Sized>(
+    b: &mut B,
+    chain: &Chain<'_>,
+    op: &A,
+    y: &B::Tensor,
+    cfg: &DapsConfig,
+    x: &mut B::Tensor,
+    rngs: &mut [NoiseStream],
+    monitor: &mut impl Monitor,
+) -> Res<B> {
+    use crate::anneal::{langevin_lr, level_sigma, poly7, snap, ve_sigma};
+    cfg.check()?;
+    let abar = chain.abar();
+    let sig = |k: usize| ve_sigma(abar[k]);
+    let level = |i: usize| {
+        let s = level_sigma(cfg.sigma_max, cfg.sigma_min, i, cfg.levels);
+        (s > 0.0).then(|| snap(abar, s))
+    };
+    let shape = b.shape(x);
+    let mut w = Denoise { out: b.zeros([shape[0], b.model_out_channels(), shape[2], shape[3]])?, xin: b.zeros(shape)? };
+    let (mut z, mut d, mut u, mut tmp, mut g, mut xi) =
+        (b.zeros(shape)?, b.zeros(shape)?, b.zeros(shape)?, b.zeros(shape)?, b.zeros(shape)?, b.zeros(shape)?);
+    let mut r = b.zeros(b.shape(y))?;
+    let first = level(0).expect("level 0 is sigma_max > 0");
+    b.axpby(sig(first), x, 0.0, x, &mut tmp)?;
+    core::mem::swap(x, &mut tmp);
+    let mut nfe = 0;
+    for i in 0..cfg.levels {
+        let ki = level(i).expect("levels below cfg.levels are positive");
+        let s = sig(ki);
+        // x0_hat: Euler steps of the probability-flow ODE, dz = (z - D(z))/g dg, from s down to
+        // sigma_ode_end (levels that snap to the same network step are one level).
+        b.copy(x, &mut z)?;
+        let mut k = ki;
+        for j in 1..=cfg.ode_steps {
+            let kn = snap(abar, poly7(s, cfg.sigma_ode_end, j as f64 / cfg.ode_steps as f64));
+            if kn == k {
+                continue;
+            }
+            ve_denoise(b, chain, k, &z, &mut w, &mut d)?;
+            let h = (sig(kn) - sig(k)) / sig(k);
+            b.axpby(1.0 + h, &z, -h, &d, &mut tmp)?;
+            core::mem::swap(&mut z, &mut tmp);
+            nfe += 1;
+            k = kn;
+        }
+        // Langevin on x0: u += eta ((x0_hat - u)/s^2 - grad ||A(u) - y||^2 / tau^2) + sqrt(2 eta) xi.
+        let eta = langevin_lr(cfg.lr, cfg.lr_min_ratio, i, cfg.levels);
+        let (prior, data) = (eta / (s * s), 2.0 * eta / (cfg.tau * cfg.tau));
+        b.copy(&z, &mut u)?;
+        for _ in 0..cfg.langevin_steps {
+            op.forward(b, &u, &mut r)?;
+            b.axpy(-1.0, y, &mut r)?;
+            op.vjp(b, &u, &r, &mut g)?;
+            b.axpby(1.0 - prior, &u, prior, &z, &mut tmp)?;
+            b.axpy(-data, &g, &mut tmp)?;
+            b.randn(rngs, &mut xi)?;
+            if i + 1 < cfg.levels || !cfg.quiet_last {
+                b.axpy(libm::sqrt(2.0 * eta), &xi, &mut tmp)?;
+            }
+            core::mem::swap(&mut u, &mut tmp);
+        }
+        guard(b, &u, "daps", chain.coefs(ki).t)?;
+        // Re-noise to the next level (the last level's sample is the output).
+        match level(i + 1) {
+            Some(kn) => {
+                b.randn(rngs, &mut xi)?;
+                b.axpby(1.0, &u, sig(kn), &xi, x)?;
+            }
+            None => b.copy(&u, x)?,
+        }
+        tick(monitor, i + 1, cfg.levels)?;
+    }
+    Ok(Stats { nfe, vjps: 0 })
 }

@@ -37,6 +37,36 @@ fn vec_strategy(n: usize, lim: f64) -> impl Strategy<Value = Vec<f64>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// DAPS's levels on a discrete chain: the snapped level is the nearest in log sigma of all
+    /// the chain's levels, and a VE state at that level is the chain's VP state (`x_VP =
+    /// sqrt(abar) x_VE` with `sigma^2 = (1 - abar)/abar`, i.e. `abar = 1/(1 + sigma^2)`).
+    #[test]
+    fn daps_levels_snap_to_the_nearest_chain_level(log_sigma in -5.0f64..6.0, cosine in any::<bool>()) {
+        use diffinv_core::anneal::{snap, ve_sigma};
+        let b = base(if cosine { BetaSchedule::COSINE } else { BetaSchedule::LINEAR });
+        let sigma = libm::exp(log_sigma);
+        let k = snap(&b.abar, sigma);
+        let d = |i: usize| (libm::log(ve_sigma(b.abar[i])) - log_sigma).abs();
+        for i in 0..T {
+            prop_assert!(d(k) <= d(i) + 1e-12, "snap {k} (d {}) but level {i} is nearer (d {})", d(k), d(i));
+        }
+        let s = ve_sigma(b.abar[k]);
+        prop_assert!((1.0 / (1.0 + s * s) - b.abar[k]).abs() < 1e-12);
+    }
+
+    /// Poly-7 spacing falls monotonically from its first to its last level.
+    #[test]
+    fn poly7_levels_fall_monotonically(hi in 1.0f64..200.0, lo in 0.001f64..0.9, n in 2usize..300) {
+        use diffinv_core::anneal::level_sigma;
+        let mut prev = f64::INFINITY;
+        for i in 0..n {
+            let s = level_sigma(hi, lo, i, n);
+            prop_assert!(s < prev && s >= lo, "level {i}: {s} after {prev}");
+            prev = s;
+        }
+        prop_assert_eq!(level_sigma(hi, lo, n, n), 0.0);
+    }
+
     /// Starting a chain from a denoising measurement `y = x0 + sigma n`: `a y + c z` has
     /// `x_t`'s law (mean `sqrt(abar) x0`, variance `1 - abar`) at the first step whose noise
     /// reaches `sigma`, and the step before has less.

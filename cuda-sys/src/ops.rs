@@ -43,6 +43,23 @@ pub trait HostOperator: Sync {
     /// # Errors
     /// Shapes the operator does not fit.
     fn init_estimate(&self, y: (Shape, &[f32]), out: (Shape, &mut [f32])) -> std::result::Result<(), HostError>;
+    /// `out = J_A(x)^T v` (the adjoint for a linear operator).
+    ///
+    /// # Errors
+    /// Shapes the operator does not fit.
+    fn vjp(
+        &self,
+        x: (Shape, &[f32]),
+        v: (Shape, &[f32]),
+        out: (Shape, &mut [f32]),
+    ) -> std::result::Result<(), HostError> {
+        let _ = x;
+        self.adjoint(v, out)
+    }
+    /// Whether the operator is linear.
+    fn is_linear(&self) -> bool {
+        true
+    }
 }
 
 enum Kind {
@@ -174,5 +191,19 @@ impl<'g> Operator<CudaBackend<'g>> for GpuOp<'_> {
             Kind::Mask(m) => Some(m),
             _ => None,
         }
+    }
+
+    fn vjp(&self, b: &mut CudaBackend<'g>, x: &GpuTensor, v: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
+        match &self.kind {
+            Kind::OnHost => {
+                self.check_out(out, x.shape, "vjp output")?;
+                self.host_call(b, &[x, v], out, |h, o| self.host.vjp((h[0].0, &h[0].1), (h[1].0, &h[1].1), o))
+            }
+            _ => self.adjoint(b, v, out),
+        }
+    }
+
+    fn is_linear(&self) -> bool {
+        self.host.is_linear()
     }
 }

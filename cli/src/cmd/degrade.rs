@@ -12,7 +12,9 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:
   diffinv degrade --task inpaint-box assets/samples/009521.png -o masked.png --save-mask mask.png
   diffinv degrade --task deblur-motion --intensity 0.5 --seed 3 face.png -o blurred.png
-  diffinv degrade --task sr4 face.png -o small.png")]
+  diffinv degrade --task sr4 face.png -o small.png
+  diffinv degrade --task deblur-gauss --noise-model poisson --rate 400 face.png -o counts.png
+  diffinv degrade --task hdr face.png -o overexposed.png")]
 pub struct DegradeArgs {
     /// The clean image.
     input: PathBuf,
@@ -32,6 +34,11 @@ pub struct DegradeArgs {
 pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     let params = a.op.params()?;
     let noise = a.op.simulated_noise()?;
+    let model = a.op.noise_model()?;
+    let shown = match model {
+        diffinv::NoiseModel::Poisson { rate } => format!("poisson rate {rate}"),
+        diffinv::NoiseModel::Gaussian => format!("sigma {noise}"),
+    };
     if a.save_mask.is_some() && !a.op.task()?.is_inpainting() {
         return Err(CliError::usage("--save-mask needs an inpainting task"));
     }
@@ -53,7 +60,11 @@ pub fn run(a: DegradeArgs, g: &Global) -> Result<()> {
     if let (Some(p), Some(m)) = (&a.save_mask, &mask) {
         save_image(p, m, 0)?;
     }
-    g.say(format!("wrote {} ({} {}x{}, sigma {noise})", a.output.display(), a.op.task, img.w(), img.h()));
-    g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": noise, "seed": g.seed}));
+    g.say(format!("wrote {} ({} {}x{}, {shown})", a.output.display(), a.op.task, img.w(), img.h()));
+    let rate = match model {
+        diffinv::NoiseModel::Poisson { rate } => serde_json::Value::from(rate),
+        diffinv::NoiseModel::Gaussian => serde_json::Value::Null,
+    };
+    g.emit_json(&serde_json::json!({"output": a.output.display().to_string(), "task": a.op.task, "width": img.w(), "height": img.h(), "noise": noise, "rate": rate, "seed": g.seed}));
     Ok(())
 }

@@ -55,6 +55,11 @@ pub struct EvalArgs {
     /// looked at while it goes on); a method missing cells shows how many images it covers.
     #[arg(long)]
     report_only: bool,
+    /// Best of N: each cell draws N restorations with independent sampler seeds and keeps the
+    /// one with the smallest measurement residual (diffusion methods; classical ones draw
+    /// once); the report adds the mean +- std over the draws (1..=1024).
+    #[arg(long, default_value_t = 1, value_parser = usize_in(1, diffinv::MAX_SAMPLES))]
+    samples: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -78,7 +83,16 @@ fn parse_spec(s: &str) -> Result<Spec> {
             "zeta" => settings.zeta = Some(v.parse().map_err(|_| bad())?),
             "lambda" => settings.lambda = Some(v.parse().map_err(|_| bad())?),
             "t0" => settings.t0 = Some(v.parse().map_err(|_| bad())?),
-            _ => return Err(CliError::usage(format!("method '{s}': unknown key '{k}' (steps, zeta, lambda, t0)"))),
+            "ode_steps" => settings.ode_steps = Some(v.parse().map_err(|_| bad())?),
+            "langevin_steps" => settings.langevin_steps = Some(v.parse().map_err(|_| bad())?),
+            "lr" => settings.lr = Some(v.parse().map_err(|_| bad())?),
+            "tau" => settings.tau = Some(v.parse().map_err(|_| bad())?),
+            "noisy_last_level" => settings.quiet_last = Some(!v.parse::<bool>().map_err(|_| bad())?),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "method '{s}': unknown key '{k}' (steps, zeta, lambda, t0, ode_steps, langevin_steps, lr, tau, noisy_last_level)"
+                )))
+            }
         }
     }
     let label = if rest.is_empty() { name.to_string() } else { format!("{name}_{}", rest.replace([';', '='], "_")) };
@@ -235,9 +249,16 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
                 let settings = &spec.settings;
                 // The defaults the method resolves at this task and level are part of the key: a
                 // cell made before the defaults changed is recomputed, not read back.
-                let defaults = format!("{:?}", Defaults::for_task(spec.method, task, a.level));
+                let mut defaults = format!("{:?}", Defaults::for_task(spec.method, task, a.level));
+                if spec.method == Method::Daps {
+                    let levels = settings.steps.unwrap_or(Defaults::for_task(spec.method, task, a.level).steps);
+                    defaults += &format!(" {:?}", diffinv::cpu::solve::daps_config(task, settings, levels));
+                }
+                let draws = if spec.method.is_diffusion() { a.samples } else { 1 };
                 let key = json!({"measurement": mkey, "method": spec.method.name(), "steps": settings.steps,
                     "zeta": settings.zeta, "lambda": settings.lambda, "t0": settings.t0, "defaults": defaults,
+                    "ode_steps": settings.ode_steps, "langevin_steps": settings.langevin_steps, "lr": settings.lr,
+                    "tau": settings.tau, "samples": draws,
                     "model": if spec.method.is_diffusion() { model_key.clone() } else { Value::Null },
                     "device": if spec.method.is_diffusion() { device_key.clone() } else { Value::Null }});
                 let rec = match read_cell(&cjson, &key) {
@@ -267,6 +288,7 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
                             .settings(spec.settings.clone())
                             .device(device)
                             .gpu_options(gpu)
+                            .samples(draws)
                             .on_step(move |k, n| {
                                 pbc.set(base);
                                 pbc.set_message(&format!("{tname} {label} {cell} {k}/{n}"));
@@ -295,6 +317,20 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
                         m.insert("key".into(), key);
                         for (k, v) in &out.params {
                             m.insert((*k).into(), (*v).into());
+                        }
+                        m.insert("residual".into(), out.residual.into());
+                        if draws > 1 {
+                            let mut list = Vec::new();
+                            for sm in &out.samples {
+                                let mut d = serde_json::Map::new();
+                                d.insert("seed".into(), sm.seed.into());
+                                d.insert("residual".into(), sm.residual.into());
+                                if let Some(xs) = &sm.x {
+                                    crate::quality::json(&judge.compare_tensors(&x, xs, 0)?, "", &mut d);
+                                }
+                                list.push(Value::Object(d));
+                            }
+                            m.insert("samples".into(), list.into());
                         }
                         let v = Value::Object(m);
                         write_json(&cjson, &v)?;
@@ -353,6 +389,48 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
     }
+}
+
+/// The best-of-N table: per task and method with several draws, the residual-chosen draw's
+/// PSNR and LPIPS-vgg beside the mean +- std over all draws (the std over an image's draws,
+/// averaged over images), and the draws' residual spread.
+fn best_of_n(tasks: &[Task], labels: &[String], rows: &[Row]) -> String {
+    let mut md = String::new();
+    for &task in tasks {
+        for label in labels {
+            let recs: Vec<&Value> = rows
+                .iter()
+                .filter(|r| r.0 == task && &r.1 == label)
+                .map(|r| &r.3)
+                .filter(|r| r["samples"].as_array().is_some_and(|s| s.len() > 1))
+                .collect();
+            if recs.is_empty() {
+                continue;
+            }
+            if md.is_empty() {
+                md += "\n## Best of N (chosen by the measurement residual, never by the clean image)\n\n| task | method | draws | PSNR chosen | PSNR mean over draws | std over draws | LPIPS-vgg chosen | LPIPS-vgg mean over draws | std over draws |\n|---|---|---|---|---|---|---|---|---|\n";
+            }
+            let stat = |k: &str| {
+                let (mut all, mut stds) = (Vec::new(), Vec::new());
+                for r in &recs {
+                    let v: Vec<f64> =
+                        r["samples"].as_array().into_iter().flatten().filter_map(|d| d[k].as_f64()).collect();
+                    stds.push(mean_std(&v).1);
+                    all.extend(v);
+                }
+                let chosen: Vec<f64> = recs.iter().filter_map(|r| r[k].as_f64()).collect();
+                (mean_std(&chosen).0, mean_std(&all).0, mean_std(&stds).0)
+            };
+            let draws = recs[0]["samples"].as_array().map_or(0, Vec::len);
+            let (pc, pm, ps) = stat("psnr");
+            let (lc, lm, ls) = stat("lpips_vgg");
+            md += &format!(
+                "| {} | {label} | {draws} | {pc:.2} | {pm:.2} | {ps:.2} | {lc:.4} | {lm:.4} | {ls:.4} |\n",
+                task.name()
+            );
+        }
+    }
+    md
 }
 
 fn write_outputs(
@@ -418,6 +496,7 @@ fn write_outputs(
         grid(a, task, labels, images)?;
         md += &format!("\n![{0}](grid_{0}.png)\n", task.name());
     }
+    md += &best_of_n(tasks, labels, rows);
     if !skipped.is_empty() {
         md += "\n## Skipped images\n\n";
         for sk in skipped {

@@ -1,6 +1,6 @@
 //! `diffinv restore`: solve an inverse problem for one image or a folder of images.
 
-use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, MAX_STEPS, MAX_WEIGHT};
+use crate::args::{f64_in, positive_up_to, usize_in, DeviceArgs, ModelArgs, MAX_STEPS, MAX_WEIGHT};
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
@@ -26,7 +26,7 @@ pub struct RestoreArgs {
     /// Output image, or folder when INPUT is a folder.
     #[arg(short, long)]
     output: PathBuf,
-    /// dps (default), ald, sdedit, diffpir, adam-tv, hqs-tv, admm-tv, hqs-dncnn.
+    /// dps (default), ald, sdedit, diffpir, daps, adam-tv, hqs-tv, admm-tv, hqs-dncnn.
     #[arg(long, default_value = "dps")]
     method: String,
     /// hqs-dncnn's denoiser: ffdnet_color (default), cdncnn_b_color_blind,
@@ -54,6 +54,27 @@ pub struct RestoreArgs {
     /// SDEdit starting timestep.
     #[arg(long, value_parser = usize_in(0, MAX_STEPS))]
     t0: Option<usize>,
+    /// DAPS: Euler steps of the ODE per annealing level, 1..=100 (default 5; --steps is the
+    /// number of levels, default 200: DAPS-1K; DAPS-100 is --steps 50 --ode-steps 2).
+    #[arg(long, value_parser = usize_in(1, diffinv::cpu::solve::MAX_ODE_STEPS))]
+    ode_steps: Option<usize>,
+    /// DAPS: Langevin steps per level, 0..=10000 (default 100).
+    #[arg(long, value_parser = usize_in(0, diffinv::cpu::solve::MAX_LANGEVIN_STEPS))]
+    langevin_steps: Option<usize>,
+    /// DAPS: Langevin step size at the first level, in (0, 1] (default per task, 1e-4 to 2e-5).
+    #[arg(long, value_parser = positive_up_to(1.0))]
+    lr: Option<f64>,
+    /// DAPS: the likelihood's scale tau, in (0, 100] (default 0.01).
+    #[arg(long, value_parser = positive_up_to(100.0))]
+    tau: Option<f64>,
+    /// DAPS: keep the Langevin noise in the last level's steps, as the official code does (by
+    /// default they run without it, so the output does not carry it).
+    #[arg(long)]
+    noisy_last_level: bool,
+    /// Draw N restorations with independent sampler seeds and keep the one whose measurement
+    /// residual ||A(x) - y|| is smallest (1..=1024; diffusion methods); --json lists them all.
+    #[arg(long, value_name = "N", value_parser = usize_in(1, diffinv::MAX_SAMPLES))]
+    samples: Option<usize>,
     #[command(flatten)]
     model: ModelArgs,
     /// How an image of another size than the model's is met (diffusion methods): `tile` (the
@@ -87,7 +108,17 @@ impl Job<'_> {
             Some(m) => Restorer::new(m),
             None => Restorer::classical(),
         };
-        let settings = Settings { steps: a.steps, zeta: a.zeta, lambda: a.lambda, t0: a.t0 };
+        let settings = Settings {
+            steps: a.steps,
+            zeta: a.zeta,
+            lambda: a.lambda,
+            t0: a.t0,
+            ode_steps: a.ode_steps,
+            langevin_steps: a.langevin_steps,
+            lr: a.lr,
+            tau: a.tau,
+            quiet_last: a.noisy_last_level.then_some(false),
+        };
         let mut r =
             a.op.apply(r, &self.params, a.from_clean)?
                 .method(self.method)
@@ -96,6 +127,7 @@ impl Job<'_> {
                 .index(index)
                 .device(self.device.0)
                 .gpu_options(self.device.1)
+                .samples(a.samples.unwrap_or(1))
                 .on_step(pb.monitor());
         if let Some(d) = &a.denoiser {
             r = r.denoiser(d);
@@ -157,6 +189,12 @@ impl Job<'_> {
             m.insert((*k).into(), (*v).into());
         }
         m.insert("sigma_y".into(), out.sigma_y.into());
+        m.insert("residual".into(), out.residual.into());
+        if out.samples.len() > 1 {
+            let list: Vec<serde_json::Value> =
+                out.samples.iter().map(|s| serde_json::json!({"seed": s.seed, "residual": s.residual})).collect();
+            m.insert("samples".into(), list.into());
+        }
         let mut line = format!("{} -> {} ({:.1} s, {} NFE)", input.display(), output.display(), out.seconds, out.nfe);
         m.insert("tiles".into(), out.tiles.into());
         m.insert("peak_rss_mib".into(), crate::common::peak_rss_mib().into());
@@ -199,6 +237,25 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
     if a.denoiser.is_some() && method != Method::HqsDncnn {
         return Err(CliError::usage("--denoiser applies to --method hqs-dncnn"));
     }
+    let daps_only = [("--ode-steps", a.ode_steps.is_some()), ("--langevin-steps", a.langevin_steps.is_some())];
+    let daps_only = daps_only.into_iter().chain([
+        ("--lr", a.lr.is_some()),
+        ("--tau", a.tau.is_some()),
+        ("--noisy-last-level", a.noisy_last_level),
+    ]);
+    if let Some((flag, _)) = daps_only.into_iter().find(|(_, set)| *set).filter(|_| method != Method::Daps) {
+        return Err(CliError::usage(format!("{flag} applies to --method daps")));
+    }
+    if a.samples.is_some_and(|n| n > 1) && !method.is_diffusion() {
+        return Err(CliError::usage("--samples needs a diffusion method (the classical ones are deterministic)"));
+    }
+    method.check_task(a.op.task()?).map_err(|e| CliError::usage(e.to_string()))?;
+    if a.op.task()? == Task::PhaseRetrieval && !a.from_clean {
+        return Err(CliError::usage(
+            "phase retrieval's measurement is Fourier magnitudes, not an image file: simulate it with --from-clean",
+        ));
+    }
+    a.op.noise_model()?;
     let device = a.device.open()?;
     let mut inputs = vec![a.input.as_path()];
     inputs.extend(a.model.model.as_deref());

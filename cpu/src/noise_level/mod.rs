@@ -61,6 +61,9 @@ pub struct NoiseEstimate {
 /// [`Error::Shape`] when the image (or its observed part) is too small to estimate from: fewer
 /// than about 40 pixels, or an inpainting mask that observes almost nothing.
 pub fn estimate(y: &Tensor, op: &Op, i: usize) -> Result<NoiseEstimate> {
+    if matches!(op, Op::PhaseRetrieval(_)) {
+        return Err(no_image());
+    }
     let observed = match op {
         Op::Mask(m) => {
             let mi = m.image(if m.n() == 1 { 0 } else { i });
@@ -76,6 +79,10 @@ pub fn estimate(y: &Tensor, op: &Op, i: usize) -> Result<NoiseEstimate> {
     estimate_image(y.image(i), [y.c(), y.h(), y.w()], observed.as_deref(), floor)
 }
 
+fn no_image() -> Error {
+    Error::parameter("noise", "auto", "needs an image-like measurement; give phase retrieval's level (--noise SIGMA)")
+}
+
 /// The default pixel-wise observation of a task's measurement when no operator is at hand:
 /// for inpainting, pixels at the hole value 0 in every channel are missing.
 pub fn observed_by_value(img: &[f32], [c, h, w]: [usize; 3]) -> Vec<bool> {
@@ -89,6 +96,9 @@ pub fn observed_by_value(img: &[f32], [c, h, w]: [usize; 3]) -> Vec<bool> {
 /// # Errors
 /// As [`estimate`].
 pub fn estimate_for_task(y: &Tensor, task: Task, i: usize) -> Result<NoiseEstimate> {
+    if task == Task::PhaseRetrieval {
+        return Err(no_image());
+    }
     let shape = [y.c(), y.h(), y.w()];
     let observed = task.is_inpainting().then(|| observed_by_value(y.image(i), shape));
     let floor = if task == Task::Sr4 { SR_SIGNAL_FLOOR } else { 0.0 };

@@ -62,7 +62,7 @@ impl std::fmt::Debug for Blur {
 }
 
 /// A 2-D FFT of one grid size: row and column plans, forward and inverse.
-struct Grid {
+pub(crate) struct Grid {
     h: usize,
     w: usize,
     rows: [Arc<dyn Fft<f64>>; 2],
@@ -70,14 +70,14 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(planner: &mut FftPlanner<f64>, h: usize, w: usize) -> Self {
+    pub(crate) fn new(planner: &mut FftPlanner<f64>, h: usize, w: usize) -> Self {
         let rows = [planner.plan_fft_forward(w), planner.plan_fft_inverse(w)];
         let cols = [planner.plan_fft_forward(h), planner.plan_fft_inverse(h)];
         Grid { h, w, rows, cols }
     }
 
     /// 2-D FFT of a row-major `h x w` complex plane, in place (normalised when inverse).
-    fn fft2(&self, data: &mut [Complex64], inverse: bool) {
+    pub(crate) fn fft2(&self, data: &mut [Complex64], inverse: bool) {
         let (h, w) = (self.h, self.w);
         let (fr, fc) = (&self.rows[usize::from(inverse)], &self.cols[usize::from(inverse)]);
         let mut scratch = vec![Complex64::default(); fr.get_inplace_scratch_len().max(fc.get_inplace_scratch_len())];

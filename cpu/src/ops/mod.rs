@@ -3,14 +3,20 @@
 //! to the image size.
 
 pub mod blur;
+pub mod hdr;
 pub mod kernels;
 pub mod linalg;
 pub mod mask;
+pub mod phase;
+pub mod poisson;
 pub mod resize;
 mod task;
 
 pub use blur::Blur;
+pub use hdr::Hdr;
 pub use kernels::Kernel;
+pub use phase::PhaseRetrieval;
+pub use poisson::NoiseModel;
 pub use resize::Resize;
 pub use task::{build, measure, Task, TaskParams, MAX_BLUR_STD, MAX_NOISE};
 
@@ -30,6 +36,18 @@ pub enum Op {
     Blur(Blur),
     /// Antialiased bicubic downsampling.
     Resize(Resize),
+    /// Fourier phase retrieval (nonlinear).
+    PhaseRetrieval(PhaseRetrieval),
+    /// High dynamic range: `clip(alpha x, -1, 1)` (nonlinear).
+    Hdr(Hdr),
+    /// `sqrt(W) A`: an operator whose residuals are weighted (`W` given by its square root,
+    /// shaped like a measurement), the weighted least squares of a Poisson likelihood.
+    Weighted(Box<Op>, Tensor),
+}
+
+/// `v * w` elementwise (`w` of batch 1 or `v`'s).
+fn weigh(w: &Tensor, v: &Tensor) -> Result<Tensor> {
+    apply_mask(w, v)
 }
 
 fn mask_image(m: &Tensor, i: usize) -> &[f32] {
@@ -56,7 +74,51 @@ impl Op {
                 let (h, w) = r.low();
                 [x[0], x[1], h, w]
             }
+            Op::PhaseRetrieval(p) => {
+                let (h, w) = p.padded();
+                [x[0], x[1], h, w]
+            }
+            Op::Weighted(a, _) => a.measurement_shape(x),
             _ => x,
+        }
+    }
+
+    /// Whether the operator is linear (adjoint, proximal and normal solves exact).
+    pub fn is_linear(&self) -> bool {
+        match self {
+            Op::PhaseRetrieval(_) | Op::Hdr(_) => false,
+            Op::Weighted(a, _) => a.is_linear(),
+            _ => true,
+        }
+    }
+
+    /// The operator's name in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Identity => "identity",
+            Op::Mask(_) => "mask",
+            Op::Blur(_) => "blur",
+            Op::Resize(_) => "downsampling",
+            Op::PhaseRetrieval(_) => "phase retrieval",
+            Op::Hdr(_) => "hdr",
+            Op::Weighted(a, _) => a.name(),
+        }
+    }
+
+    fn nonlinear(&self, what: &str) -> Error {
+        Error::parameter("operator", self.name(), format!("is nonlinear: it has no {what}"))
+    }
+
+    /// `J_A(x)^T v`, the vector-Jacobian product at `x` (the adjoint for linear operators).
+    ///
+    /// # Errors
+    /// Shapes that do not fit the operator.
+    pub fn vjp(&self, x: &Tensor, v: &Tensor) -> Result<Tensor> {
+        match self {
+            Op::PhaseRetrieval(p) => p.vjp(x, v),
+            Op::Hdr(h) => h.vjp(x, v),
+            Op::Weighted(a, w) => a.vjp(x, &weigh(w, v)?),
+            _ => self.adjoint(v),
         }
     }
 
@@ -67,6 +129,9 @@ impl Op {
             Op::Mask(m) => apply_mask(m, x),
             Op::Blur(b) => b.forward(x, blur::Method::Auto),
             Op::Resize(r) => r.forward(x),
+            Op::PhaseRetrieval(p) => p.forward(x),
+            Op::Hdr(h) => Ok(h.forward(x)),
+            Op::Weighted(a, w) => weigh(w, &a.forward(x)?),
         }
     }
 
@@ -77,11 +142,14 @@ impl Op {
             Op::Mask(m) => apply_mask(m, y),
             Op::Blur(b) => b.adjoint(y, blur::Method::Auto),
             Op::Resize(r) => r.adjoint(y),
+            Op::PhaseRetrieval(_) | Op::Hdr(_) => Err(self.nonlinear("adjoint (use its vjp)")),
+            Op::Weighted(a, w) => a.adjoint(&weigh(w, y)?),
         }
     }
 
-    /// `argmin_x ||A x - y||^2 + rho ||x - z||^2`: closed form for masks, identity and SR,
-    /// preconditioned conjugate gradient for blur.
+    /// `argmin_x ||A x - y||^2 + rho ||x - z||^2`: closed form for masks, identity, SR and HDR
+    /// (per pixel), preconditioned conjugate gradient for blur, gradient steps for phase
+    /// retrieval (no closed form: see [`PhaseRetrieval::data_solve`]).
     pub fn data_solve(&self, y: &Tensor, z: &Tensor, rho: f64) -> Result<Tensor> {
         if !rho.is_finite() || rho <= 0.0 {
             return Err(Error::parameter("rho", rho, "must be positive for the data solve"));
@@ -113,12 +181,20 @@ impl Op {
                 rhs.data_mut().iter_mut().zip(z.data()).for_each(|(v, z)| *v += rho as f32 * z);
                 r.solve(&rhs, rho)
             }
+            Op::PhaseRetrieval(p) => p.data_solve(y, z, rho),
+            Op::Hdr(h) => h.data_solve(y, z, rho),
+            Op::Weighted(..) => Err(Error::parameter(
+                "operator",
+                "weighted (Poisson likelihood)",
+                "has no proximal solve: only DPS and DAPS use the Poisson likelihood",
+            )),
         }
     }
 
     /// `(A^T A + rho I)^{-1} b` (the classical solvers' x-step).
     pub fn normal_solve(&self, b: &Tensor, rho: f64) -> Result<Tensor> {
         match self {
+            Op::PhaseRetrieval(_) | Op::Hdr(_) | Op::Weighted(..) => Err(self.nonlinear("normal equations")),
             Op::Resize(r) => r.solve(b, rho),
             Op::Identity => {
                 let mut x = b.clone();
@@ -148,6 +224,9 @@ impl Op {
     pub fn init_estimate(&self, y: &Tensor) -> Result<Tensor> {
         match self {
             Op::Identity | Op::Blur(_) => Ok(y.clone()),
+            Op::PhaseRetrieval(p) => p.back_projection(y),
+            Op::Hdr(h) => Ok(h.init_estimate(y)),
+            Op::Weighted(..) => Err(self.nonlinear("initial estimate from a weighted measurement")),
             Op::Resize(r) => r.upsample(y),
             Op::Mask(m) => {
                 let mut x = y.clone();
@@ -175,11 +254,13 @@ impl Op {
         }
     }
 
-    /// The measurement seen as an image for metrics: `y` for blur and denoising, `M y` (holes 0)
-    /// for inpainting, the bicubic upsampling of `y` for SR; clipped to [-1, 1].
+    /// The measurement seen as an image for metrics: `y` for blur, denoising and HDR, `M y`
+    /// (holes 0) for inpainting, the bicubic upsampling of `y` for SR, the zero-phase
+    /// back-projection for phase retrieval; clipped to [-1, 1].
     pub fn measurement_image(&self, y: &Tensor) -> Result<Tensor> {
         let mut x = match self {
             Op::Resize(r) => r.upsample(y)?,
+            Op::PhaseRetrieval(p) => p.back_projection(y)?,
             Op::Mask(m) => apply_mask(m, y)?,
             _ => y.clone(),
         };
@@ -191,6 +272,13 @@ impl Op {
     /// (a quarter of the side for x4 SR), holes 0 for inpainting; clipped to [-1, 1].
     pub fn measurement_file(&self, y: &Tensor) -> Result<Tensor> {
         let mut x = match self {
+            Op::PhaseRetrieval(_) => {
+                return Err(Error::parameter(
+                    "measurement",
+                    "phase retrieval",
+                    "is Fourier magnitudes, not an image: simulate it from a clean image (--from-clean)",
+                ))
+            }
             Op::Mask(m) => apply_mask(m, y)?,
             _ => y.clone(),
         };
@@ -234,5 +322,11 @@ impl Operator<CpuBackend<'_>> for Op {
     }
     fn mask(&self) -> Option<&Tensor> {
         Op::mask(self)
+    }
+    fn vjp(&self, _: &mut CpuBackend<'_>, x: &Tensor, v: &Tensor, out: &mut Tensor) -> Result<()> {
+        put(Op::vjp(self, x, v)?, out, "vjp output")
+    }
+    fn is_linear(&self) -> bool {
+        Op::is_linear(self)
     }
 }

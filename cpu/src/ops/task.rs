@@ -4,7 +4,7 @@
 
 use super::kernels::{gaussian, motion, Kernel};
 use super::mask::{box_mask, mask_from_gray, random_box, random_mask, BoxSpec};
-use super::{Blur, Op, Resize};
+use super::{Blur, Hdr, Op, PhaseRetrieval, Resize};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use diffinv_core::rng::streams;
@@ -25,12 +25,29 @@ pub enum Task {
     Sr4,
     /// Additive noise only.
     Denoise,
+    /// Fourier phase retrieval (nonlinear).
+    PhaseRetrieval,
+    /// High dynamic range reconstruction (nonlinear).
+    Hdr,
 }
 
 impl Task {
-    /// Every task.
+    /// The paper's (linear) tasks.
     pub const ALL: [Task; 6] =
         [Task::InpaintBox, Task::InpaintRandom, Task::DeblurGauss, Task::DeblurMotion, Task::Sr4, Task::Denoise];
+    /// The nonlinear tasks (DPS's and DAPS's).
+    pub const NONLINEAR: [Task; 2] = [Task::PhaseRetrieval, Task::Hdr];
+    /// Every task.
+    pub const EVERY: [Task; 8] = [
+        Task::InpaintBox,
+        Task::InpaintRandom,
+        Task::DeblurGauss,
+        Task::DeblurMotion,
+        Task::Sr4,
+        Task::Denoise,
+        Task::PhaseRetrieval,
+        Task::Hdr,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -41,16 +58,18 @@ impl Task {
             Task::DeblurMotion => "deblur-motion",
             Task::Sr4 => "sr4",
             Task::Denoise => "denoise",
+            Task::PhaseRetrieval => "phase-retrieval",
+            Task::Hdr => "hdr",
         }
     }
 
     /// Parses a CLI name.
     pub fn parse(s: &str) -> Result<Task> {
-        Task::ALL.iter().copied().find(|t| t.name() == s).ok_or_else(|| {
+        Task::EVERY.iter().copied().find(|t| t.name() == s).ok_or_else(|| {
             Error::parameter(
                 "task",
                 format!("'{s}'"),
-                format!("must be one of {}", Task::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")),
+                format!("must be one of {}", Task::EVERY.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")),
             )
         })
     }
@@ -58,6 +77,11 @@ impl Task {
     /// Inpainting tasks.
     pub fn is_inpainting(self) -> bool {
         matches!(self, Task::InpaintBox | Task::InpaintRandom)
+    }
+
+    /// Tasks whose operator is nonlinear.
+    pub fn is_nonlinear(self) -> bool {
+        matches!(self, Task::PhaseRetrieval | Task::Hdr)
     }
 }
 
@@ -84,6 +108,10 @@ pub struct TaskParams {
     pub intensity: Option<f64>,
     /// Super-resolution factor.
     pub scale: Option<usize>,
+    /// Phase retrieval's oversampling (the padded side over the image's; 2 by default).
+    pub oversample: Option<f64>,
+    /// HDR's exposure factor (2 by default).
+    pub hdr_alpha: Option<f64>,
 }
 
 /// The largest Gaussian blur std accepted, in pixels (beyond a kernel's side it is flat anyway).
@@ -185,6 +213,10 @@ pub fn build(task: Task, p: &TaskParams, shape: [usize; 4], seed: u64, first: u6
             Ok(Op::Blur(Blur::new(ks)?))
         }
         Task::Sr4 => Ok(Op::Resize(Resize::new(h, w, p.scale.unwrap_or(4))?)),
+        Task::PhaseRetrieval => {
+            Ok(Op::PhaseRetrieval(PhaseRetrieval::new(h, w, p.oversample.unwrap_or(super::phase::OVERSAMPLE))?))
+        }
+        Task::Hdr => Ok(Op::Hdr(Hdr::new(p.hdr_alpha.unwrap_or(super::hdr::ALPHA))?)),
     }
 }
 

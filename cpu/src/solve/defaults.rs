@@ -43,14 +43,30 @@ pub fn interpolate(table: &Table, sigma: f64) -> f64 {
 
 /// The row of a task in a method's tables: inpainting (box, random), deblurring (Gaussian,
 /// motion), super-resolution, denoising.
-fn row(task: Task) -> usize {
+fn row(task: Task) -> Option<usize> {
     match task {
-        Task::InpaintBox => 0,
-        Task::InpaintRandom => 1,
-        Task::DeblurGauss => 2,
-        Task::DeblurMotion => 3,
-        Task::Sr4 => 4,
-        Task::Denoise => 5,
+        Task::InpaintBox => Some(0),
+        Task::InpaintRandom => Some(1),
+        Task::DeblurGauss => Some(2),
+        Task::DeblurMotion => Some(3),
+        Task::Sr4 => Some(4),
+        Task::Denoise => Some(5),
+        Task::PhaseRetrieval | Task::Hdr => None,
+    }
+}
+
+/// The nonlinear tasks' defaults (one value for every noise level; classical methods refuse
+/// these tasks). DPS: zeta 1.0 is the official phase retrieval config's (D:configs); the rest
+/// from the sweeps in docs/tuning.md on dev faces.
+fn nonlinear(method: Method, task: Task) -> Defaults {
+    let pr = task == Task::PhaseRetrieval;
+    match method {
+        Method::Dps => Defaults { zeta: if pr { 1.0 } else { 0.5 }, ..BASE },
+        Method::Ald => Defaults { lambda: 0.001, ..BASE },
+        Method::Sdedit => Defaults { lambda: 1.0, t0: 300, ..BASE },
+        Method::DiffPir => Defaults { steps: 100, zeta: 1.0, lambda: 1.0, ..BASE },
+        Method::Daps => Defaults { steps: 200, ..BASE },
+        _ => BASE,
     }
 }
 
@@ -134,8 +150,10 @@ const HQS_DNCNN_LAMBDA: Tables = [
 impl Defaults {
     /// The defaults of `method` on `task` at noise level `sigma_y`.
     pub fn for_task(method: Method, task: Task, sigma_y: f64) -> Defaults {
-        let at = |t: &Tables| interpolate(&t[row(task)], sigma_y);
+        let Some(row) = row(task) else { return nonlinear(method, task) };
+        let at = |t: &Tables| interpolate(&t[row], sigma_y);
         match method {
+            Method::Daps => Defaults { steps: 200, ..BASE },
             Method::Dps => Defaults { zeta: at(&DPS_ZETA), ..BASE },
             Method::Ald => Defaults { lambda: at(&ALD_LAMBDA), ..BASE },
             Method::Sdedit => Defaults { lambda: 1.0, t0: at(&SDEDIT_T0).round() as usize, ..BASE },

@@ -1,9 +1,11 @@
 //! Solving an inverse problem end to end: the methods of the paper (DPS, Score-ALD, SDEdit),
 //! DiffPIR, and the classical baselines, with their tuned defaults, over the core's loops.
 
+mod daps;
 mod defaults;
 mod schedule;
 
+pub use daps::{daps_config, DAPS_LANGEVIN_STEPS, DAPS_TAU};
 pub use defaults::{dps_zeta_for_steps, hqs_tv_schedule, interpolate, Defaults, LEVELS};
 pub use schedule::Schedule;
 
@@ -13,7 +15,7 @@ use crate::ops::{Op, Task};
 use crate::tensor::Tensor;
 use diffinv_core::diffusion::start_from_measurement;
 use diffinv_core::rng::streams;
-use diffinv_core::sampler::{self, AldConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
+use diffinv_core::sampler::{self, AldConfig, DapsConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
 use diffinv_core::{Backend, Chain, NoiseStream, Operator};
 use diffinv_model::{DiffusionSettings, UNetConfig};
 
@@ -28,6 +30,8 @@ pub enum Method {
     Sdedit,
     /// DiffPIR (Zhu et al. 2023).
     DiffPir,
+    /// Decoupled annealing posterior sampling (Zhang et al. 2025).
+    Daps,
     /// Adam on the TV-regularised objective.
     AdamTv,
     /// Half-quadratic splitting with the TV prox.
@@ -40,11 +44,12 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Method::Dps,
         Method::Ald,
         Method::Sdedit,
         Method::DiffPir,
+        Method::Daps,
         Method::AdamTv,
         Method::HqsTv,
         Method::AdmmTv,
@@ -58,6 +63,7 @@ impl Method {
             Method::Ald => "ald",
             Method::Sdedit => "sdedit",
             Method::DiffPir => "diffpir",
+            Method::Daps => "daps",
             Method::AdamTv => "adam-tv",
             Method::HqsTv => "hqs-tv",
             Method::AdmmTv => "admm-tv",
@@ -67,7 +73,32 @@ impl Method {
 
     /// Whether the method samples with the diffusion model.
     pub fn is_diffusion(self) -> bool {
-        matches!(self, Method::Dps | Method::Ald | Method::Sdedit | Method::DiffPir)
+        matches!(self, Method::Dps | Method::Ald | Method::Sdedit | Method::DiffPir | Method::Daps)
+    }
+
+    /// Whether the method runs with a nonlinear operator on `task`, or why not.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] naming the method and the task.
+    pub fn check_task(self, task: Task) -> Result<()> {
+        if !task.is_nonlinear() {
+            return Ok(());
+        }
+        if !self.is_diffusion() {
+            return Err(Error::parameter(
+                "method",
+                self.name(),
+                format!("needs a linear operator (its proximal / normal solves), and {} is nonlinear", task.name()),
+            ));
+        }
+        if self == Method::Sdedit && task == Task::PhaseRetrieval {
+            return Err(Error::parameter(
+                "method",
+                "sdedit",
+                "starts from an image made from the measurement, and phase retrieval's magnitudes give none",
+            ));
+        }
+        Ok(())
     }
 
     /// Parses a name.
@@ -97,7 +128,23 @@ pub struct Settings {
     pub lambda: Option<f64>,
     /// SDEdit's starting timestep.
     pub t0: Option<usize>,
+    /// DAPS: Euler steps of the ODE per annealing level.
+    pub ode_steps: Option<usize>,
+    /// DAPS: Langevin steps per annealing level.
+    pub langevin_steps: Option<usize>,
+    /// DAPS: the Langevin step size at the first level.
+    pub lr: Option<f64>,
+    /// DAPS: the likelihood's scale `tau`.
+    pub tau: Option<f64>,
+    /// DAPS: the last level's Langevin steps without their noise (default true; false is the
+    /// official sampler, whose output keeps that noise).
+    pub quiet_last: Option<bool>,
 }
+
+/// The most ODE steps per DAPS level.
+pub const MAX_ODE_STEPS: usize = 100;
+/// The most Langevin steps per DAPS level.
+pub const MAX_LANGEVIN_STEPS: usize = 10_000;
 
 /// The most iterations a classical method may be asked for.
 pub const MAX_ITERS: usize = 1_000_000;
@@ -116,6 +163,18 @@ impl Settings {
         };
         in_range("zeta", self.zeta)?;
         in_range("lambda", self.lambda)?;
+        if let Some(v) = self.lr.filter(|v| !(*v > 0.0 && *v <= 1.0)) {
+            return Err(Error::parameter("lr", v, "must be in (0, 1]"));
+        }
+        if let Some(v) = self.tau.filter(|v| !(*v > 0.0 && *v <= 100.0)) {
+            return Err(Error::parameter("tau", v, "must be in (0, 100]"));
+        }
+        if let Some(v) = self.ode_steps.filter(|v| !(1..=MAX_ODE_STEPS).contains(v)) {
+            return Err(Error::parameter("ode_steps", v, format!("must be in 1..={MAX_ODE_STEPS}")));
+        }
+        if let Some(v) = self.langevin_steps.filter(|v| *v > MAX_LANGEVIN_STEPS) {
+            return Err(Error::parameter("langevin_steps", v, format!("must be in 0..={MAX_LANGEVIN_STEPS}")));
+        }
         if let Some(z) = self.zeta {
             if method == Method::DiffPir && z > 1.0 {
                 return Err(Error::parameter("zeta", z, "must be in [0, 1] for diffpir"));
@@ -176,6 +235,8 @@ pub struct Plan {
     /// Whether the chain starts from the measurement where its noise reaches `sigma_y`
     /// (denoising with DPS, Score-ALD and DiffPIR) instead of from pure noise at its top.
     pub from_measurement: bool,
+    /// DAPS's settings (its `steps` are annealing levels on the unrespaced chain).
+    pub daps: Option<DapsConfig>,
 }
 
 impl Plan {
@@ -200,6 +261,7 @@ impl Plan {
             return Err(Error::parameter("method", method.name(), "is not a diffusion method"));
         }
         settings.check(method)?;
+        method.check_task(task)?;
         if !(0.0..=crate::ops::MAX_NOISE).contains(&sigma_y) {
             return Err(Error::parameter("noise", sigma_y, format!("must be in [0, {}]", crate::ops::MAX_NOISE)));
         }
@@ -209,12 +271,12 @@ impl Plan {
         if steps == 0 || steps > total {
             return Err(Error::parameter("steps", steps, format!("must be in 1..={total}")));
         }
-        let spacing = (steps != total).then(|| steps.to_string());
+        let spacing = (steps != total && method != Method::Daps).then(|| steps.to_string());
         let schedule = Schedule::new(diffusion, spacing.as_deref())?;
         if shape[1] != cfg.in_channels || shape.contains(&0) {
             return Err(Error::shape("image", &shape, format!("the model takes {} channels", cfg.in_channels)));
         }
-        let (mut zeta, mut lambda, mut t0) = (0.0, 0.0, 0);
+        let (mut zeta, mut lambda, mut t0, mut daps) = (0.0, 0.0, 0, None);
         let params = match method {
             Method::Dps => {
                 zeta = settings.zeta.unwrap_or_else(|| dps_zeta_for_steps(d.zeta, steps, total));
@@ -238,10 +300,21 @@ impl Plan {
                 zeta = settings.zeta.unwrap_or(d.zeta);
                 vec![("steps", steps as f64), ("lambda", lambda), ("zeta", zeta)]
             }
+            Method::Daps => {
+                let c = daps_config(task, settings, steps);
+                daps = Some(c);
+                vec![
+                    ("levels", c.levels as f64),
+                    ("ode_steps", c.ode_steps as f64),
+                    ("langevin_steps", c.langevin_steps as f64),
+                    ("lr", c.lr),
+                    ("tau", c.tau),
+                ]
+            }
             _ => unreachable!("checked above"),
         };
-        let from_measurement = task == Task::Denoise && method != Method::Sdedit;
-        Ok(Plan { method, schedule, shape, zeta, lambda, t0, sigma_y, params, from_measurement })
+        let from_measurement = task == Task::Denoise && !matches!(method, Method::Sdedit | Method::Daps);
+        Ok(Plan { method, schedule, shape, zeta, lambda, t0, sigma_y, params, from_measurement, daps })
     }
 
     /// Runs the method on any backend: draws the start from the init streams (SDEdit starts
@@ -297,6 +370,10 @@ impl Plan {
                 let cfg = DiffpirConfig { lambda: self.lambda, zeta: self.zeta, sigma_y: self.sigma_y.max(1e-3) };
                 sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
             }
+            Method::Daps => {
+                let cfg = self.daps.as_ref().expect("Plan::new sets DAPS's settings");
+                sampler::daps(b, &chain, op, y, cfg, &mut x, &mut rngs, &mut mon)?
+            }
             _ => unreachable!("Plan::new takes diffusion methods only"),
         };
         b.clamp(&mut x, -1.0, 1.0)?;
@@ -326,6 +403,10 @@ pub fn restore_classical(
         return Err(Error::parameter("method", method.name(), "is not a classical method"));
     }
     settings.check(method)?;
+    method.check_task(task)?;
+    if !op.is_linear() {
+        return Err(Error::parameter("method", method.name(), format!("needs a linear operator, not {}", op.name())));
+    }
     let d = Defaults::for_task(method, task, sigma_y);
     let iters = settings.steps.unwrap_or(d.steps);
     let lambda = settings.lambda.unwrap_or(d.lambda);
