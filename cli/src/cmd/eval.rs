@@ -249,9 +249,10 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
                 let settings = &spec.settings;
                 // The defaults the method resolves at this task and level are part of the key: a
                 // cell made before the defaults changed is recomputed, not read back.
-                let mut defaults = format!("{:?}", Defaults::for_task(spec.method, task, a.level));
+                let d = Defaults::for_task(spec.method, task, a.level);
+                let mut defaults = format!("{d:?}");
                 if spec.method == Method::Daps {
-                    let levels = settings.steps.unwrap_or(Defaults::for_task(spec.method, task, a.level).steps);
+                    let levels = settings.steps.unwrap_or(d.steps);
                     defaults += &format!(" {:?}", diffinv::cpu::solve::daps_config(task, settings, levels));
                 }
                 let draws = if spec.method.is_diffusion() { a.samples } else { 1 };
