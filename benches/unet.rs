@@ -1,6 +1,7 @@
 //! The network and one DPS step: FFHQ-256 conv layers (forward and adjoint), the UNet forward
-//! and forward + input gradient (celeba64 and FFHQ-256) on every CPU context side by side (each
-//! kernel this CPU has, and bf16 where it has AVX512-BF16), and a DPS step of the shipped model.
+//! and forward + input gradient (celeba64 and FFHQ-256), one DPS step and one DiffPIR step of the
+//! shipped model, each on every CPU context side by side (each kernel this CPU has, the portable
+//! one included, and bf16 where it has AVX512-BF16).
 //! Throughput is FLOP/s. Run: `RAYON_NUM_THREADS=2 cargo bench --bench unet`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -82,28 +83,50 @@ fn unet(c: &mut Criterion) {
     g.finish();
 }
 
-fn dps(c: &mut Criterion) {
+/// One DPS step (forward + input gradient + the update) and one DiffPIR step (a forward and the
+/// data solve) of the shipped model on box inpainting, per CPU context.
+fn steps(c: &mut Criterion) {
+    use diffinv::core::sampler::{diffpir, DiffpirConfig};
     let m = Model::shipped().unwrap();
     let sched = Schedule::new(m.diffusion(), None).unwrap();
     let chain = sched.chain();
     let x = randn([1, 3, 64, 64], 4);
     let op = build(Task::InpaintBox, &TaskParams::default(), x.shape(), 0, 0).unwrap();
     let y = op.forward(&x).unwrap();
-    let mut b = CpuBackend::new(m.cpu(), m.diffusion().variance, CpuContext::default());
-    let mut w = DpsWork::new(&mut b, &x, &y).unwrap();
     let z = randn(x.shape(), 5);
-    let mut next = b.zeros(x.shape()).unwrap();
     let coefs = chain.coefs(500);
     let mut g = c.benchmark_group("dps_step");
     g.sample_size(20);
     g.throughput(Throughput::Elements((2.0 * m.gflop() * 1e9) as u64));
-    g.bench_function("celeba64_inpaint_box", |bch| {
-        bch.iter(|| {
-            dps_step(&mut b, &coefs, &op, &y, 0.5, &x, Some(&z), &mut w, &mut next).unwrap();
-        })
-    });
+    for (name, ctx) in contexts() {
+        let mut b = CpuBackend::new(m.cpu(), m.diffusion().variance, ctx);
+        let mut w = DpsWork::new(&mut b, &x, &y).unwrap();
+        let mut next = b.zeros(x.shape()).unwrap();
+        g.bench_function(BenchmarkId::new("celeba64_inpaint_box", &name), |bch| {
+            bch.iter(|| {
+                dps_step(&mut b, &coefs, &op, &y, 0.5, &x, Some(&z), &mut w, &mut next).unwrap();
+            })
+        });
+    }
+    g.finish();
+    // DiffPIR's loop over a one-step chain: the network, the data solve and the update.
+    let one = Schedule::new(m.diffusion(), Some("1")).unwrap();
+    let mut g = c.benchmark_group("diffpir_step");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((m.gflop() * 1e9) as u64));
+    for (name, ctx) in contexts() {
+        let mut b = CpuBackend::new(m.cpu(), m.diffusion().variance, ctx);
+        let cfg = DiffpirConfig { lambda: 1.0, zeta: 1.0, sigma_y: 0.05 };
+        g.bench_function(BenchmarkId::new("celeba64_inpaint_box", &name), |bch| {
+            bch.iter(|| {
+                let mut xt = x.clone();
+                let mut rngs = [NoiseStream::new(0, 1)];
+                diffpir(&mut b, &one.chain(), &op, &y, &cfg, &mut xt, &mut rngs, &mut ()).unwrap()
+            })
+        });
+    }
     g.finish();
 }
 
-criterion_group!(benches, conv_layers, unet, dps);
+criterion_group!(benches, conv_layers, unet, steps);
 criterion_main!(benches);

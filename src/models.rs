@@ -43,17 +43,21 @@ impl Model {
     }
 
     /// Loads a checkpoint (safetensors, or a PyTorch `.pt` / `.pth` read without running any
-    /// code). `config` (a preset such as `ffhq256` or `celeba64`, a JSON file, or inline JSON)
-    /// overrides the file's own metadata; PyTorch files carry none, so they need it.
+    /// code) or a diffusers `UNet2DModel` folder (`config.json`, `diffusion_pytorch_model.*`,
+    /// `scheduler_config.json`). `config` (a preset such as `ffhq256`, `imagenet256` or
+    /// `celeba64`, a JSON file, or inline JSON) overrides the file's own metadata; a PyTorch file
+    /// carries none, and is recognised by its tensor shapes when it is one of the presets.
     ///
     /// ```no_run
-    /// let model = diffinv::Model::load("ffhq_10m.pt", Some("ffhq256"))?;
+    /// let model = diffinv::Model::load("ffhq_10m.pt", None)?; // recognised as ffhq256
     /// assert_eq!(model.image_size(), 256);
+    /// let ddpm = diffinv::Model::load("ddpm-celebahq-256", None)?; // a diffusers folder
+    /// assert_eq!(ddpm.config().family_name(), "diffusers");
     /// # Ok::<(), diffinv::Error>(())
     /// ```
     ///
     /// # Errors
-    /// The file cannot be read or parsed, has no config when none is given, or its tensors do
+    /// The file cannot be read or parsed, has no config when none is given and is no preset, or its tensors do
     /// not match the config (every tensor is checked: present, shaped, finite, used).
     pub fn load(path: impl AsRef<Path>, config: Option<&str>) -> Result<Model> {
         Ok(Model::new(ModelDesc::open(path, config)?))
@@ -85,7 +89,8 @@ impl Model {
         let desc = UNetDesc::read(config, &mut diffinv_model::weights::ShapeOnly)?;
         let diffusion = DiffusionSettings::for_config(config);
         let file = format!("random (seed {seed})");
-        let mut m = Model::new(ModelDesc { desc, diffusion, file, format: "random", dtypes: vec![] });
+        let mut m =
+            Model::new(ModelDesc { desc, diffusion, file, format: "random", dtypes: vec![], config_source: "given" });
         m.random_seed = Some(seed);
         Ok(m)
     }
@@ -123,6 +128,13 @@ impl Model {
     /// The file (or name) it came from.
     pub fn file(&self) -> &str {
         &self.desc.file
+    }
+
+    /// Where the architecture came from: `given` (a preset or JSON passed in), `metadata` (the
+    /// file's own), `config.json` (a diffusers folder's) or `detected` (a bare `state_dict`
+    /// recognised as a preset by its tensor shapes).
+    pub fn config_source(&self) -> &'static str {
+        self.desc.config_source
     }
 
     /// `safetensors`, `pytorch-zip`, `pytorch-legacy` or `random`.

@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::image::{from_tensor, to_tensor};
 use crate::models::Model;
 use crate::tiled::{Tiled, TiledOp};
-use diffinv_core::sampler::Stats;
+use diffinv_core::sampler::{Monitor, Stats};
+use diffinv_core::Backend;
 use diffinv_core::Shape;
 use diffinv_cpu::classical::Denoiser;
 use diffinv_cpu::ops::{build, measure, poisson, NoiseModel, Op, Task, TaskParams};
@@ -123,7 +124,12 @@ pub struct Restorer<'m> {
     loaded_denoiser: Option<Denoiser>,
     noise_model: NoiseModel,
     samples: usize,
+    on_estimate: Option<(usize, EstimateFn<'m>)>,
 }
+
+/// A watcher of the running estimate: `(done, total, x0)`.
+type EstimateFn<'m> = Box<EstimateDyn<'m>>;
+type EstimateDyn<'m> = dyn FnMut(usize, usize, &Tensor) + Send + 'm;
 
 impl<'m> Restorer<'m> {
     fn with_model(model: Option<&'m Model>) -> Self {
@@ -142,7 +148,31 @@ impl<'m> Restorer<'m> {
             loaded_denoiser: None,
             noise_model: NoiseModel::Gaussian,
             samples: 1,
+            on_estimate: None,
         }
+    }
+
+    /// Called every `every` steps (0: about 20 times a run), and after the last, of a diffusion
+    /// method with
+    /// `(done, total, x0)`: its current estimate of the clean image, a `1 x 3 x H x W` tensor in
+    /// [-1, 1] (a live preview; reading it from a GPU costs a transfer). The classical methods
+    /// do not call it.
+    ///
+    /// ```
+    /// # let model = diffinv::Model::shipped()?;
+    /// # let y = diffinv::Restorer::new(&model).measure(ndarray::Array3::zeros((64, 64, 3)).view())?;
+    /// let mut seen = Vec::new();
+    /// diffinv::Restorer::new(&model)
+    ///     .method(diffinv::Method::DiffPir)
+    ///     .steps(4)
+    ///     .on_estimate(2, |done, _, x0| seen.push((done, x0.shape())))
+    ///     .run(y.view())?;
+    /// assert_eq!(seen, [(2, [1, 3, 64, 64]), (4, [1, 3, 64, 64])]);
+    /// # Ok::<(), diffinv::Error>(())
+    /// ```
+    pub fn on_estimate(mut self, every: usize, f: impl FnMut(usize, usize, &Tensor) + Send + 'm) -> Self {
+        self.on_estimate = Some((every, Box::new(f)));
+        self
     }
 
     /// A restorer with `model`'s prior: box inpainting by DPS with the tuned defaults,
@@ -427,6 +457,7 @@ impl<'m> Restorer<'m> {
         let shape = self.image_shape(y.shape());
         let layout = self.tile_layout(shape)?;
         let tiles = layout.as_ref().map_or(1, TileLayout::len);
+        let mut on_estimate = self.on_estimate.as_mut().map(|(n, f)| (*n, &mut **f));
         let (x, nfe, vjps, params, device, samples) = self.exec.install(|monitor| {
             // A noiseless denoising measurement is the image: the posterior is a point mass.
             if task == Task::Denoise && noise == 0.0 && noise_model == NoiseModel::Gaussian {
@@ -454,16 +485,14 @@ impl<'m> Restorer<'m> {
             let mut samples = Vec::with_capacity(n_samples);
             for k in 0..n_samples {
                 let s = sample_seed(seed, k);
-                let mut mon = |d: usize, t: usize| monitor(k * t + d, n_samples * t);
-                let job = RestoreJob {
-                    plan: &plan,
-                    op: lop,
-                    y: ly,
-                    seed: s,
-                    index,
-                    layout: layout.clone(),
-                    monitor: &mut mon,
+                let watch = Watch {
+                    step: &mut *monitor,
+                    estimate: on_estimate.as_mut().map(|(n, f)| (*n, &mut **f as &mut EstimateDyn<'_>)),
+                    draw: k,
+                    draws: n_samples,
                 };
+                let job =
+                    RestoreJob { plan: &plan, op: lop, y: ly, seed: s, index, layout: layout.clone(), monitor: watch };
                 let ((x, stats), device) = dispatch(model, device, cpu, gpu, job)?;
                 let r = residual(op, y, &x)?;
                 samples.push(Sample { seed: s, residual: r, x: (n_samples > 1).then(|| x.clone()) });
@@ -520,7 +549,42 @@ struct RestoreJob<'a> {
     seed: u64,
     index: u64,
     layout: Option<TileLayout>,
-    monitor: &'a mut (dyn FnMut(usize, usize) -> bool + Send),
+    monitor: Watch<'a>,
+}
+
+/// A diffusion run's monitor: progress (and cancellation) through the caller's step callback,
+/// steps counted over every draw of a best-of-N run; previews through its estimate callback.
+struct Watch<'a> {
+    step: &'a mut (dyn FnMut(usize, usize) -> bool + Send),
+    estimate: Option<(usize, &'a mut EstimateDyn<'a>)>,
+    draw: usize,
+    draws: usize,
+}
+
+impl Monitor for Watch<'_> {
+    fn step(&mut self, done: usize, total: usize) -> bool {
+        (self.step)(self.draw * total + done, self.draws * total)
+    }
+
+    fn estimate<B: Backend>(
+        &mut self,
+        b: &mut B,
+        x0: &B::Tensor,
+        done: usize,
+        total: usize,
+    ) -> std::result::Result<(), B::Error> {
+        let Some((every, f)) = self.estimate.as_mut() else { return Ok(()) };
+        let every = if *every == 0 { (total / 20).max(1) } else { *every };
+        if !done.is_multiple_of(every) && done != total {
+            return Ok(());
+        }
+        let shape = b.shape(x0);
+        let mut v = vec![0.0; shape.iter().product()];
+        b.read_f32(x0, &mut v)?;
+        let x = Tensor::from_vec(shape, v).expect("the backend's shape");
+        f(self.draw * total + done, self.draws * total, &x);
+        Ok(())
+    }
 }
 
 impl Job for RestoreJob<'_> {
@@ -528,12 +592,12 @@ impl Job for RestoreJob<'_> {
 
     fn run<B: DeviceBackend>(self, b: &mut B) -> Result<(Tensor, Stats)> {
         let y = b.upload(self.y)?;
-        let RestoreJob { plan, op, seed, index, layout, monitor, .. } = self;
+        let RestoreJob { plan, op, seed, index, layout, mut monitor, .. } = self;
         let (x, stats) = b.with_operator(op, |b, op| match layout {
-            None => plan.run(b, op, &y, seed, index, monitor).map_err(sample_err::<B>),
+            None => plan.run(b, op, &y, seed, index, &mut monitor).map_err(sample_err::<B>),
             Some(layout) => {
                 let mut tiled = Tiled::new(b, layout);
-                plan.run(&mut tiled, &TiledOp(op), &y, seed, index, monitor).map_err(|e| sample_err_with(e, |e| e))
+                plan.run(&mut tiled, &TiledOp(op), &y, seed, index, &mut monitor).map_err(|e| sample_err_with(e, |e| e))
             }
         })??;
         Ok((b.download(&x)?, stats))

@@ -63,6 +63,9 @@ impl<B: DeviceBackend> Backend for Tiled<'_, B> {
     fn copy(&mut self, src: &B::Tensor, dst: &mut B::Tensor) -> Result<()> {
         self.b.copy(src, dst).map_err(B::err)
     }
+    fn read_f32(&mut self, x: &B::Tensor, out: &mut [f32]) -> Result<()> {
+        self.b.read_f32(x, out).map_err(B::err)
+    }
     fn model_out_channels(&self) -> usize {
         self.b.model_out_channels()
     }

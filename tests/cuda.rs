@@ -103,6 +103,31 @@ fn every_architecture_variant_matches_the_cpu() {
     }
 }
 
+/// Each model family's fixture (guided-diffusion ImageNet topology, diffusers layouts) on the GPU
+/// against PyTorch's float64 output and input gradient (the CPU's tolerances, 1e-4 / 1e-3).
+#[test]
+fn every_model_family_matches_pytorch() {
+    let Some(g) = gpu() else { return };
+    let cfg = common::data("families/imagenet_tiny.json");
+    let models = [
+        ("imagenet_tiny", Model::load(common::data("families/imagenet_tiny.pt"), Some(cfg.to_str().unwrap()))),
+        ("cifar10_tiny", Model::load(common::data("families/diffusers/cifar10_tiny"), None)),
+        ("celebahq_tiny", Model::load(common::data("families/diffusers/celebahq_tiny"), None)),
+        ("variant_tiny", Model::load(common::data("families/diffusers/variant_tiny"), None)),
+    ];
+    for (name, m) in models {
+        let m = m.unwrap();
+        let io = diffinv::model::checkpoint::Checkpoint::open(common::data(&format!("families/{name}_io.safetensors")))
+            .unwrap();
+        let t: Vec<f32> = io.i64("t").unwrap().1.iter().map(|&v| v as f32).collect();
+        let (gout, ggrad) = gpu_fwd_grad(&g, &m, &tensor(&io, "x"), &[t[0], t[1]], &tensor(&io, "cotangent"));
+        let eo = rel_err(gout.data(), &io.f32("out").unwrap().1);
+        let eg = rel_err(ggrad.data(), &io.f32("grad_x").unwrap().1);
+        eprintln!("{name} on the GPU: out {eo:.2e}, grad {eg:.2e}");
+        assert!(eo <= 1e-4 && eg <= 1e-3, "{name}: out {eo:.3e}, grad {eg:.3e}");
+    }
+}
+
 #[test]
 fn dps_steps_match_the_official_code() {
     let Some(gpu) = gpu() else { return };

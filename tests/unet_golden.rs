@@ -14,7 +14,7 @@ fn adm_tiny_every_block_matches_reference() {
     assert_eq!(m.cpu().num_params(), 5_719_686);
     let x = tensor(&io, "x");
     let t = io.f32("t_f32").unwrap().1;
-    let sin = timestep_embedding(&t, 32);
+    let sin = timestep_embedding(&t, 32, diffinv::model::Sinusoid::ADM);
     assert!(rel_err(&sin, &io.f32("temb_sinusoid").unwrap().1) < 1e-6, "sinusoid");
     let e = rel_err(&m.cpu().embed(&t), &io.f32("emb").unwrap().1);
     assert!(e < 1e-5, "emb: {e}");
@@ -49,10 +49,14 @@ fn celeba64_output_matches_reference() {
     let x = tensor(&io, "x_t");
     let t = io.f32("t_f32").unwrap().1;
     let mut ws = Workspace::new();
-    let eps = m.cpu().forward(&CTX, &x, &t, &mut ws).unwrap();
-    let e = rel_err(eps.data(), &io.f32("eps").unwrap().1);
-    eprintln!("celeba64 eps relative error {e:.2e}");
-    assert!(e <= 1e-4, "eps relative error {e:.3e}");
+    // Every GEMM kernel this CPU runs, the portable one (what non-x86 CPUs run) included.
+    for isa in diffinv::cpu::gemm::Isa::all_available() {
+        let ctx = diffinv::CpuContext::with_isa(isa).unwrap();
+        let eps = m.cpu().forward(&ctx, &x, &t, &mut ws).unwrap();
+        let e = rel_err(eps.data(), &io.f32("eps").unwrap().1);
+        eprintln!("celeba64 eps relative error ({}) {e:.2e}", isa.name());
+        assert!(e <= 1e-4, "{}: eps relative error {e:.3e}", isa.name());
+    }
 }
 
 #[test]

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 /// `--model` and `--config`.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// The model checkpoint (default: the shipped 64x64 face model).
+    /// The model: a checkpoint (.safetensors, .pt, .pth) or a diffusers UNet2DModel folder
+    /// (default: the shipped 64x64 face model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
+    /// A preset (ffhq256, imagenet256, celeba64) or a JSON config (adm.py or diffusers style); a bare
+    /// PyTorch state_dict of a preset is recognised without it.
     #[arg(long)]
     pub config: Option<String>,
 }

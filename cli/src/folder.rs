@@ -44,6 +44,7 @@ pub fn run_folder(
     output: &Path,
     side: Option<&Path>,
     verb: &str,
+    shard: Option<crate::shard::Shard>,
     mut one: impl FnMut(&Path, &Path, u64, Option<&Path>) -> Result<Value>,
 ) -> Result<()> {
     if let Some(p) = side.filter(|p| p.exists() && !p.is_dir()) {
@@ -65,7 +66,8 @@ pub fn run_folder(
     // Output folders are made by the first write: an interrupted run leaves no empty folder.
     let (mut results, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     let (mut sums, mut scored) = (Quality::default(), 0usize);
-    for (i, path) in inputs.iter().enumerate() {
+    // A shard takes its images by their place in the whole folder's sorted list.
+    for (i, path) in inputs.iter().enumerate().filter(|(i, _)| shard.is_none_or(|s| s.owns(*i))) {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let out = output.join(format!("{stem}.png"));
         if out.exists() {

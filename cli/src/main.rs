@@ -6,6 +6,8 @@ mod common;
 mod folder;
 mod noise_report;
 mod quality;
+mod serve;
+mod shard;
 mod taskargs;
 
 use clap::Parser;

@@ -27,6 +27,8 @@ pub trait Backend {
     fn zeros(&mut self, shape: Shape) -> Result<Self::Tensor, Self::Error>;
     /// `dst = src` (same shapes).
     fn copy(&mut self, src: &Self::Tensor, dst: &mut Self::Tensor) -> Result<(), Self::Error>;
+    /// Copies `x`'s elements (row-major NCHW) into `out` on the host, which holds exactly as many.
+    fn read_f32(&mut self, x: &Self::Tensor, out: &mut [f32]) -> Result<(), Self::Error>;
 
     /// Channels of the model output (3 = eps, 6 = eps and the learned-range `v`).
     fn model_out_channels(&self) -> usize;

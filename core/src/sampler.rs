@@ -17,6 +17,22 @@ pub const DIVERGENCE_LIMIT: f64 = 1.0e3;
 pub trait Monitor {
     /// Called after step `done` of `total`; return `false` to cancel the run.
     fn step(&mut self, done: usize, total: usize) -> bool;
+
+    /// Called just before [`Monitor::step`] with the loop's current estimate of the clean image
+    /// (a live preview); the default ignores it. Reading it ([`Backend::read_f32`]) costs a
+    /// device transfer, so a watcher reads only the steps it shows.
+    ///
+    /// # Errors
+    /// The backend's, from reading the estimate.
+    fn estimate<B: Backend>(
+        &mut self,
+        _b: &mut B,
+        _x0: &B::Tensor,
+        _done: usize,
+        _total: usize,
+    ) -> Result<(), B::Error> {
+        Ok(())
+    }
 }
 
 impl Monitor for () {
@@ -110,7 +126,15 @@ fn guard<B: Backend>(b: &mut B, x: &B::Tensor, method: &'static str, t: usize) -
     Ok(())
 }
 
-fn tick<E>(monitor: &mut impl Monitor, done: usize, total: usize) -> Result<(), SampleError<E>> {
+/// Shows `estimate` to the monitor, then reports the step (cancelling on `false`).
+fn tick<B: Backend>(
+    b: &mut B,
+    monitor: &mut impl Monitor,
+    done: usize,
+    total: usize,
+    estimate: &B::Tensor,
+) -> Result<(), SampleError<B::Error>> {
+    monitor.estimate(b, estimate, done, total)?;
     if monitor.step(done, total) {
         Ok(())
     } else {
@@ -198,7 +222,7 @@ pub fn reverse<B: Backend>(
         }
         core::mem::swap(x, &mut s.next);
         guard(b, x, method, c.t)?;
-        tick(monitor, start + 1 - k, start + 1)?;
+        tick(b, monitor, start + 1 - k, start + 1, &s.x0)?;
     }
     Ok(Stats { nfe: start + 1, vjps: 0 })
 }
@@ -273,12 +297,13 @@ pub fn sdedit<B: Backend, A: Operator<B> + ?Sized>(
             // M q_sample(y, t-1) + (1 - M) x_{t-1}; at the last step abar_prev = 1 gives y.
             b.randn(rngs, &mut s.z)?;
             b.q_sample(y, &s.z, c.abar_prev, &mut yt)?;
-            b.mask_blend(&s.next, &yt, mask, &mut s.x0)?;
-            core::mem::swap(&mut s.x0, &mut s.next);
+            // Blended into `z` (free once `yt` is drawn), so `x0` keeps the estimate for the preview.
+            b.mask_blend(&s.next, &yt, mask, &mut s.z)?;
+            core::mem::swap(&mut s.z, &mut s.next);
         }
         core::mem::swap(x, &mut s.next);
         guard(b, x, "sdedit", c.t)?;
-        tick(monitor, start + 1 - k, start + 1)?;
+        tick(b, monitor, start + 1 - k, start + 1, &s.x0)?;
     }
     Ok(Stats { nfe: start + 1, vjps: 0 })
 }
@@ -326,7 +351,7 @@ pub fn ald<B: Backend, A: Operator<B> + ?Sized>(
         b.axpy(-w, &g, &mut s.next)?;
         core::mem::swap(x, &mut s.next);
         guard(b, x, "ald", c.t)?;
-        tick(monitor, n - k, n)?;
+        tick(b, monitor, n - k, n, &s.x0)?;
     }
     Ok(Stats { nfe: n, vjps: 0 })
 }
@@ -470,7 +495,7 @@ pub fn dps<B: Backend, A: Operator<B> + ?Sized>(
         dps_step(b, &c, op, y, cfg.zeta, x, zr, &mut w, &mut next)?;
         core::mem::swap(x, &mut next);
         guard(b, x, "dps", c.t)?;
-        tick(monitor, n - k, n)?;
+        tick(b, monitor, n - k, n, &w.s.x0)?;
     }
     Ok(Stats { nfe: n, vjps: n })
 }
@@ -524,7 +549,7 @@ pub fn diffpir<B: Backend, A: Operator<B> + ?Sized>(
         }
         core::mem::swap(x, &mut s.next);
         guard(b, x, "diffpir", c.t)?;
-        tick(monitor, n - k, n)?;
+        tick(b, monitor, n - k, n, &x0t)?;
     }
     Ok(Stats { nfe: n, vjps: 0 })
 }
@@ -685,7 +710,7 @@ pub fn daps<B: Backend, A: Operator<B> + ?Sized>(
             }
             None => b.copy(&u, x)?,
         }
-        tick(monitor, i + 1, cfg.levels)?;
+        tick(b, monitor, i + 1, cfg.levels, &u)?;
     }
     Ok(Stats { nfe, vjps: 0 })
 }

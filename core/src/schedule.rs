@@ -13,6 +13,14 @@ pub enum BetaSchedule {
         /// beta at i = T - 1 (before the 1000/T scaling).
         end: f64,
     },
+    /// diffusers' `scaled_linear`: `beta_i = (sqrt(start) + i (sqrt(end) - sqrt(start))/(T - 1))^2`,
+    /// not rescaled by `T`.
+    ScaledLinear {
+        /// beta at i = 0.
+        start: f64,
+        /// beta at i = T - 1.
+        end: f64,
+    },
     /// improved-DDPM cosine: `abar(t) = cos(((t/T + s)/(1 + s)) pi/2)^2`, betas capped at 0.999.
     Cosine {
         /// The offset `s` (0.008 in the paper).
@@ -33,6 +41,10 @@ impl BetaSchedule {
             BetaSchedule::Linear { start, end } => {
                 let scale = 1000.0 / t as f64;
                 linspace(scale * start, scale * end, out);
+            }
+            BetaSchedule::ScaledLinear { start, end } => {
+                linspace(libm::sqrt(start), libm::sqrt(end), out);
+                out.iter_mut().for_each(|b| *b *= *b);
             }
             BetaSchedule::Cosine { s } => {
                 let f = |u: f64| {

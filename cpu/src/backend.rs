@@ -95,6 +95,14 @@ impl Backend for CpuBackend<'_> {
         Ok(Tensor::zeros(shape))
     }
 
+    fn read_f32(&mut self, x: &Tensor, out: &mut [f32]) -> Result<()> {
+        if out.len() != x.data().len() {
+            return Err(Error::shape("read_f32", &[out.len()], format!("needs {} elements", x.data().len())));
+        }
+        out.copy_from_slice(x.data());
+        Ok(())
+    }
+
     fn copy(&mut self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         same(src, dst, "copy")?;
         dst.data_mut().copy_from_slice(src.data());

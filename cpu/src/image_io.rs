@@ -20,12 +20,18 @@ pub const MAX_BYTES: u64 = 256 << 20;
 /// The file cannot be read, or is not a PNG or JPEG with a readable header.
 pub fn dimensions(path: &Path) -> Result<(usize, usize)> {
     let reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    let shown = path.display().to_string();
-    let reader = reader.with_guessed_format().map_err(|e| Error::image(&shown, e.to_string()))?;
+    header_dimensions(reader, &path.display().to_string())
+}
+
+fn header_dimensions<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    shown: &str,
+) -> Result<(usize, usize)> {
+    let reader = reader.with_guessed_format().map_err(|e| Error::image(shown, e.to_string()))?;
     if reader.format().is_none() {
         return Err(Error::image(shown, "not an image (expected PNG or JPEG)"));
     }
-    let (w, h) = reader.into_dimensions().map_err(|e| Error::image(&shown, format!("not a readable image ({e})")))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| Error::image(shown, format!("not a readable image ({e})")))?;
     Ok((w as usize, h as usize))
 }
 
@@ -132,6 +138,22 @@ pub enum Fit {
 pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
     let (w, h) = dimensions(path)?;
     let shown = path.display().to_string();
+    check_fit(w, h, fit, &shown)?;
+    Ok(fitted(decode(path)?, w, h, fit))
+}
+
+/// An image held in memory (an upload; `name` is used in errors) as [`load_image`] reads a file:
+/// the same header check before decoding, the same limits and the same tensor.
+///
+/// # Errors
+/// As [`load_image`].
+pub fn load_image_bytes(bytes: &[u8], name: &str, fit: Fit) -> Result<Tensor> {
+    let (w, h) = header_dimensions(ImageReader::new(std::io::Cursor::new(bytes)), name)?;
+    check_fit(w, h, fit, name)?;
+    Ok(fitted(decode_bytes(bytes, name)?, w, h, fit))
+}
+
+fn check_fit(w: usize, h: usize, fit: Fit, shown: &str) -> Result<()> {
     match fit {
         Fit::Exact(s) if w != s || h != s => {
             return Err(Error::image(
@@ -150,21 +172,35 @@ pub fn load_image(path: &Path, fit: Fit) -> Result<Tensor> {
         }
         _ => {}
     }
-    let mut img = decode(path)?;
+    Ok(())
+}
+
+fn fitted(mut img: DynamicImage, w: usize, h: usize, fit: Fit) -> Tensor {
     match fit {
         Fit::Resize(s) => img = crop_resize(&img, s as u32),
         Fit::Crop(s) => img = img.crop_imm((w - s) as u32 / 2, (h - s) as u32 / 2, s as u32, s as u32),
         _ => {}
     }
     // u8/127.5 - 1 == 2 (u8/255) - 1, computed in f64 as the reference does.
-    Ok(to_tensor(&img))
+    to_tensor(&img)
 }
 
 /// A grayscale image in [0, 1] (masks, kernels): `(h, w, values)`.
 pub fn load_gray(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
-    let img = decode(path)?;
+    Ok(gray(&decode(path)?))
+}
+
+/// A grayscale image held in memory, as [`load_gray`] reads a file.
+///
+/// # Errors
+/// As [`decode_bytes`].
+pub fn load_gray_bytes(bytes: &[u8], name: &str) -> Result<(usize, usize, Vec<f32>)> {
+    Ok(gray(&decode_bytes(bytes, name)?))
+}
+
+fn gray(img: &DynamicImage) -> (usize, usize, Vec<f32>) {
     let g = img.to_luma32f();
-    Ok((g.height() as usize, g.width() as usize, g.into_raw()))
+    (g.height() as usize, g.width() as usize, g.into_raw())
 }
 
 /// Image `i` of a [-1, 1] tensor as 8-bit RGB (rounded, clipped).
@@ -190,12 +226,21 @@ fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
         Some("jpg") | Some("jpeg") => image::ImageFormat::Jpeg,
         _ => image::ImageFormat::Png,
     };
-    write_atomic(path, |w| {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut buf, fmt).map_err(std::io::Error::other)?;
-        w.write_all(buf.get_ref())
-    })
-    .map_err(Error::from)
+    write_atomic(path, |w| w.write_all(&encode(img, fmt)?)).map_err(Error::from)
+}
+
+fn encode(img: &RgbImage, fmt: image::ImageFormat) -> std::io::Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, fmt).map_err(std::io::Error::other)?;
+    Ok(buf.into_inner())
+}
+
+/// Image `i` of a [-1, 1] tensor as PNG bytes: the bytes [`save_image`] writes to a `.png`.
+///
+/// # Errors
+/// The encoder fails (it does not for an in-memory RGB image).
+pub fn png_bytes(t: &Tensor, i: usize) -> Result<Vec<u8>> {
+    encode(&to_rgb8(t, i), image::ImageFormat::Png).map_err(|e| Error::image("PNG", e.to_string()))
 }
 
 /// Writes image `i` of a [-1, 1] tensor (PNG, or JPEG by extension), atomically.

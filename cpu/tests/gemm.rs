@@ -116,15 +116,18 @@ fn results_do_not_depend_on_thread_count() {
     let b = randn(k * n, 12);
     let pa = PackedA::pack(m, k, &a, k, 1);
     let pb = DenseB { data: &b, k, n, rs: n, cs: 1 };
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let mut c = vec![0.0; m * n];
-        pool.install(|| diffinv_cpu::gemm::gemm_with(Isa::best(), &pa, &pb, &mut c, n, Epilogue::default()));
-        c
-    };
-    let one = run(1);
-    assert_eq!(one, run(2));
-    assert_eq!(one, run(5));
+    // Every kernel, the portable one included.
+    for isa in Isa::all_available() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0.0; m * n];
+            pool.install(|| diffinv_cpu::gemm::gemm_with(isa, &pa, &pb, &mut c, n, Epilogue::default()));
+            c
+        };
+        let one = run(1);
+        assert_eq!(one, run(2), "{}", isa.name());
+        assert_eq!(one, run(5), "{}", isa.name());
+    }
 }
 
 /// bf16 rounding (nearest even), as the packing does it.

@@ -116,6 +116,14 @@ impl Backend for CudaBackend<'_> {
         GpuTensor::zeros(self.gpu, shape)
     }
 
+    fn read_f32(&mut self, x: &GpuTensor, out: &mut [f32]) -> Result<()> {
+        if out.len() != x.len() {
+            return Err(Error::shape("read_f32", &[out.len()], format!("needs {} elements", x.len())));
+        }
+        out.copy_from_slice(&x.to_host(self.gpu)?);
+        Ok(())
+    }
+
     fn copy(&mut self, src: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
         same(src, dst, "copy")?;
         self.gpu.copy(&src.buf, 0, &mut dst.buf, 0, src.len())

@@ -52,6 +52,7 @@ impl GLinear {
 /// The time embedding, and every ResBlock's projection stacked into one layer (one GEMM a call).
 pub struct GpuTime {
     mc: usize,
+    sinusoid: diffinv_model::Sinusoid,
     time0: GLinear,
     time2: GLinear,
     emb: GLinear,
@@ -103,6 +104,7 @@ impl Builder<GpuLayers> for GpuBuilder<'_> {
         let fin = t.time2.fout;
         Ok(GpuTime {
             mc: t.model_channels,
+            sinusoid: t.sinusoid,
             time0: GLinear::new(g, &t.time0)?,
             time2: GLinear::new(g, &t.time2)?,
             emb: GLinear { w: g.upload(&w)?, b: g.upload(&b)?, fin, fout: b.len() },
@@ -148,7 +150,7 @@ impl Primitives<GpuLayers> for GpuRun<'_> {
 
     fn embed(&mut self, time: &GpuTime, t: &[f32]) -> Result<GpuEmb> {
         let (g, n) = (self.gpu, t.len());
-        let s = g.upload(&timestep_embedding(t, time.mc))?;
+        let s = g.upload(&timestep_embedding(t, time.mc, time.sinusoid))?;
         let h = g.alloc(n * time.time0.fout)?;
         time.time0.forward(g, &s, n, &h)?;
         g.launch_n("silu_inplace", n * time.time0.fout, &[P(h.p()), L((n * time.time0.fout) as i64)])?;

@@ -14,7 +14,50 @@ pub enum AttentionOrder {
     New,
 }
 
-/// The architecture of a guided-diffusion UNet.
+/// The sinusoidal timestep embedding's convention: `[cos, sin]` or `[sin, cos]` halves, with
+/// frequencies `exp(-ln(10000) i/(half - freq_shift))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sinusoid {
+    /// `[cos, sin]` (guided-diffusion; diffusers' `flip_sin_to_cos = true`), else `[sin, cos]`.
+    pub cos_first: bool,
+    /// diffusers' `downscale_freq_shift` (0 in guided-diffusion).
+    pub freq_shift: u32,
+}
+
+impl Sinusoid {
+    /// guided-diffusion's embedding.
+    pub const ADM: Sinusoid = Sinusoid { cos_first: true, freq_shift: 0 };
+}
+
+/// The code base whose layout, parameter names and conventions a network follows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Family {
+    /// guided-diffusion's `UNetModel` (ADM): `input_blocks.*` names, attention placed by
+    /// `attention_resolutions`, GroupNorm(32, eps 1e-5), the `[cos, sin]` embedding.
+    Adm,
+    /// diffusers' `UNet2DModel`: `down_blocks.*` names, attention placed per block.
+    Diffusers(DiffusersArch),
+}
+
+/// What a diffusers `UNet2DModel` config fixes beyond the ADM fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiffusersArch {
+    /// Whether each down block has attention (`AttnDownBlock2D`), shallowest first.
+    pub down_attention: Vec<bool>,
+    /// Whether each up block has attention (`AttnUpBlock2D`), deepest first (diffusers' order).
+    pub up_attention: Vec<bool>,
+    /// GroupNorm groups (`norm_num_groups`).
+    pub norm_groups: usize,
+    /// GroupNorm epsilon (`norm_eps`).
+    pub norm_eps: f64,
+    /// `downsample_padding`: 1 pads every side; 0 pads only the right and bottom by one.
+    pub downsample_padding: usize,
+    /// The timestep embedding (`flip_sin_to_cos`, `freq_shift`).
+    pub sinusoid: Sinusoid,
+}
+
+/// The architecture of a UNet: guided-diffusion's `UNetModel` arguments (a diffusers
+/// `UNet2DModel` config is mapped onto them, its own conventions kept in [`Family::Diffusers`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {
     /// Side of the (square) images.
@@ -45,10 +88,13 @@ pub struct UNetConfig {
     pub conv_resample: bool,
     /// Channel order of the attention's qkv.
     pub attention_order: AttentionOrder,
+    /// Layout, names and conventions.
+    pub family: Family,
 }
 
 impl UNetConfig {
-    /// The named presets: `ffhq256` (DPS's `ffhq_10m.pt`) and `celeba64` (the shipped model).
+    /// The named presets: `ffhq256` (DPS's `ffhq_10m.pt`), `imagenet256` (guided-diffusion's
+    /// `256x256_diffusion_uncond.pt`) and `celeba64` (the shipped model).
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "ffhq256" => Some(UNetConfig {
@@ -66,6 +112,24 @@ impl UNetConfig {
                 resblock_updown: true,
                 conv_resample: true,
                 attention_order: AttentionOrder::Legacy,
+                family: Family::Adm,
+            }),
+            "imagenet256" => Some(UNetConfig {
+                image_size: 256,
+                in_channels: 3,
+                model_channels: 256,
+                out_channels: 6,
+                num_res_blocks: 2,
+                attention_resolutions: vec![32, 16, 8],
+                channel_mult: vec![1, 1, 2, 2, 4, 4],
+                num_heads: 4,
+                num_head_channels: Some(64),
+                num_heads_upsample: 4,
+                use_scale_shift_norm: true,
+                resblock_updown: true,
+                conv_resample: true,
+                attention_order: AttentionOrder::Legacy,
+                family: Family::Adm,
             }),
             "celeba64" => Some(UNetConfig {
                 image_size: 64,
@@ -82,13 +146,14 @@ impl UNetConfig {
                 resblock_updown: true,
                 conv_resample: true,
                 attention_order: AttentionOrder::Legacy,
+                family: Family::Adm,
             }),
             _ => None,
         }
     }
 
     /// The names [`UNetConfig::preset`] knows.
-    pub const PRESETS: &'static [&'static str] = &["ffhq256", "celeba64"];
+    pub const PRESETS: &'static [&'static str] = &["ffhq256", "imagenet256", "celeba64"];
 
     /// A preset name, a path to a JSON file, or inline JSON.
     pub fn from_arg(arg: &str) -> Result<Self> {
@@ -116,10 +181,14 @@ impl UNetConfig {
     }
 
     /// Parses adm.py-style (`model_channels`, `out_channels`) or guided-diffusion-style
-    /// (`num_channels`, `learn_sigma`) JSON. Unset keys take the DPS FFHQ-256 values.
+    /// (`num_channels`, `learn_sigma`) JSON, whose unset keys take the DPS FFHQ-256 values, or a
+    /// diffusers `UNet2DModel` `config.json` (see [`crate::diffusers`]).
     pub fn from_json(text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text).map_err(|e| Error::config("JSON", e.to_string()))?;
         let o = v.as_object().ok_or_else(|| Error::config("JSON", "must be an object"))?;
+        if crate::diffusers::is_unet_config(o) {
+            return crate::diffusers::unet_config(o);
+        }
         let get_usize = |k: &str| -> Result<Option<usize>> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -204,6 +273,7 @@ impl UNetConfig {
             } else {
                 AttentionOrder::Legacy
             },
+            family: Family::Adm,
         };
         c.validate()?;
         Ok(c)
@@ -263,10 +333,14 @@ impl UNetConfig {
                     format!("{m} x {} channels is more than {MAX_CHANNELS}", self.model_channels),
                 );
             }
-            if !(m * self.model_channels).is_multiple_of(32) {
+            if !(m * self.model_channels).is_multiple_of(self.norm_groups()) {
                 return bad(
                     "channel_mult",
-                    format!("{m} x {} channels are not divisible by GroupNorm's 32 groups", self.model_channels),
+                    format!(
+                        "{m} x {} channels are not divisible by GroupNorm's {} groups",
+                        self.model_channels,
+                        self.norm_groups()
+                    ),
                 );
             }
         }
@@ -284,7 +358,47 @@ impl UNetConfig {
         if self.num_head_channels == Some(0) {
             return bad("num_head_channels", "must be positive".into());
         }
+        if let Family::Diffusers(d) = &self.family {
+            crate::diffusers::validate(self, d)?;
+        }
         Ok(())
+    }
+
+    /// GroupNorm's group count.
+    pub fn norm_groups(&self) -> usize {
+        match &self.family {
+            Family::Adm => 32,
+            Family::Diffusers(d) => d.norm_groups,
+        }
+    }
+
+    /// GroupNorm's epsilon.
+    pub fn norm_eps(&self) -> f64 {
+        match &self.family {
+            Family::Adm => 1e-5,
+            Family::Diffusers(d) => d.norm_eps,
+        }
+    }
+
+    /// The timestep embedding's convention.
+    pub fn sinusoid(&self) -> Sinusoid {
+        match &self.family {
+            Family::Adm => Sinusoid::ADM,
+            Family::Diffusers(d) => d.sinusoid,
+        }
+    }
+
+    /// `adm` or `diffusers`.
+    pub fn family_name(&self) -> &'static str {
+        match &self.family {
+            Family::Adm => "adm",
+            Family::Diffusers(_) => "diffusers",
+        }
+    }
+
+    /// The preset this config equals, if any.
+    pub fn preset_name(&self) -> Option<&'static str> {
+        Self::PRESETS.iter().copied().find(|p| Self::preset(p).as_ref() == Some(self))
     }
 
     /// Number of attention heads for a block of `ch` channels.
@@ -316,8 +430,11 @@ impl UNetConfig {
         }
     }
 
-    /// The config as adm.py-style JSON.
+    /// The config as adm.py-style JSON (a diffusers model's as its `config.json`).
     pub fn to_json(&self) -> Value {
+        if let Family::Diffusers(d) = &self.family {
+            return crate::diffusers::config_json(self, d);
+        }
         serde_json::json!({
             "image_size": self.image_size,
             "in_channels": self.in_channels,

@@ -2,7 +2,7 @@
 //! OIHW, linear layers (out, in)), read once from a [`WeightSource`] with guided-diffusion's
 //! `state_dict` names. Every backend builds its own layers from it.
 
-use crate::config::{AttentionOrder, UNetConfig};
+use crate::config::{AttentionOrder, Family, Sinusoid, UNetConfig};
 use crate::error::Result;
 use crate::graph::{next_id, Attn, Conv, ConvGeom, Graph, Layer, LayerSet, Res, Resample};
 use crate::weights::WeightSource;
@@ -96,29 +96,44 @@ pub struct TimeDesc {
     pub proj: Vec<LinearDesc>,
     /// Whether the projections are `(scale, shift)` pairs (`2 x cout`) rather than `cout` adds.
     pub scale_shift: bool,
+    /// The sinusoid's convention.
+    pub sinusoid: Sinusoid,
 }
 
-struct Reader<'a> {
-    w: &'a mut dyn WeightSource,
+/// Reads named, shape-checked parameters and counts them.
+pub(crate) struct Reader<'a> {
+    pub(crate) w: &'a mut dyn WeightSource,
     params: usize,
-    cfg: &'a UNetConfig,
-    proj: Vec<LinearDesc>,
+    pub(crate) cfg: &'a UNetConfig,
+    /// Every ResBlock's time projection so far, in build order.
+    pub(crate) proj: Vec<LinearDesc>,
+}
+
+/// A whole network's layers, before they become a [`Graph`].
+pub(crate) struct Parts {
+    pub(crate) time0: LinearDesc,
+    pub(crate) time2: LinearDesc,
+    pub(crate) input_blocks: Vec<Vec<Layer<Desc>>>,
+    pub(crate) middle: Vec<Layer<Desc>>,
+    pub(crate) output_blocks: Vec<Vec<Layer<Desc>>>,
+    pub(crate) out_norm: NormDesc,
+    pub(crate) out_conv: Conv<Desc>,
 }
 
 impl Reader<'_> {
-    fn tensor(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Vec<f32>> {
+    pub(crate) fn tensor(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Vec<f32>> {
         let v = self.w.get(name, shape, fan_in)?;
         self.params += shape.iter().product::<usize>();
         Ok(v)
     }
 
-    fn norm(&mut self, p: &str, c: usize) -> Result<NormDesc> {
+    pub(crate) fn norm(&mut self, p: &str, c: usize) -> Result<NormDesc> {
         let gamma = self.tensor(&format!("{p}.weight"), &[c], 0)?;
         let beta = self.tensor(&format!("{p}.bias"), &[c], 0)?;
-        Ok(NormDesc { name: p.into(), groups: 32, eps: 1e-5, gamma, beta })
+        Ok(NormDesc { name: p.into(), groups: self.cfg.norm_groups(), eps: self.cfg.norm_eps(), gamma, beta })
     }
 
-    fn conv(&mut self, p: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv<Desc>> {
+    pub(crate) fn conv(&mut self, p: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv<Desc>> {
         let fan = cin * k * k;
         let weight = self.tensor(&format!("{p}.weight"), &[cout, cin, k, k], fan)?;
         let bias = self.tensor(&format!("{p}.bias"), &[cout], fan)?;
@@ -134,7 +149,7 @@ impl Reader<'_> {
         Ok(Conv { geom, layer: ConvWeights { name: p.into(), weight, bias } })
     }
 
-    fn linear(&mut self, p: &str, fin: usize, fout: usize) -> Result<LinearDesc> {
+    pub(crate) fn linear(&mut self, p: &str, fin: usize, fout: usize) -> Result<LinearDesc> {
         let weight = self.tensor(&format!("{p}.weight"), &[fout, fin], fin)?;
         let bias = self.tensor(&format!("{p}.bias"), &[fout], fin)?;
         Ok(LinearDesc { name: p.into(), fin, fout, weight, bias })
@@ -191,6 +206,39 @@ impl Graph<Desc> {
 
     fn read_unchecked(cfg: &UNetConfig, w: &mut dyn WeightSource) -> Result<Self> {
         let mut r = Reader { w, params: 0, cfg, proj: Vec::new() };
+        let parts = match &cfg.family {
+            Family::Adm => read_adm(&mut r)?,
+            Family::Diffusers(d) => crate::diffusers::read_parts(&mut r, d)?,
+        };
+        r.w.finish()?;
+        let Parts { time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv } = parts;
+        let mc = cfg.model_channels;
+        let time = TimeDesc {
+            model_channels: mc,
+            time0,
+            time2,
+            proj: r.proj,
+            scale_shift: cfg.use_scale_shift_norm,
+            sinusoid: cfg.sinusoid(),
+        };
+        Ok(Graph {
+            config: cfg.clone(),
+            time,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm,
+            out_conv,
+            params: r.params,
+            id: next_id(),
+        })
+    }
+}
+
+/// guided-diffusion's `UNetModel` under its `state_dict` names.
+fn read_adm(r: &mut Reader<'_>) -> Result<Parts> {
+    {
+        let cfg = r.cfg;
         let mc = cfg.model_channels;
         let attn_ds: Vec<usize> = cfg.attention_resolutions.iter().map(|res| cfg.image_size / res).collect();
         let time0 = r.linear("time_embed.0", mc, 4 * mc)?;
@@ -255,34 +303,26 @@ impl Graph<Desc> {
         }
         let out_norm = r.norm("out.0", ch)?;
         let out_conv = r.conv("out.2", ch, cfg.out_channels, 3, 1)?;
-        r.w.finish()?;
-        let time = TimeDesc { model_channels: mc, time0, time2, proj: r.proj, scale_shift: cfg.use_scale_shift_norm };
-        Ok(Graph {
-            config: cfg.clone(),
-            time,
-            input_blocks,
-            middle,
-            output_blocks,
-            out_norm,
-            out_conv,
-            params: r.params,
-            id: next_id(),
-        })
+        Ok(Parts { time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv })
     }
 }
 
-/// guided-diffusion's sinusoidal embedding, computed in f32 as it does: `[cos(t f), sin(t f)]`,
-/// `f_i = exp(-ln(10000) i/half)`, one row of `dim` per timestep.
-pub fn timestep_embedding(t: &[f32], dim: usize) -> Vec<f32> {
+/// The sinusoidal embedding, computed in f32 as guided-diffusion and diffusers do:
+/// `[cos(t f), sin(t f)]` (or `[sin, cos]`), `f_i = exp(-ln(10000) i/(half - freq_shift))`, one
+/// row of `dim` per timestep (an odd `dim`'s last column is 0).
+pub fn timestep_embedding(t: &[f32], dim: usize, s: Sinusoid) -> Vec<f32> {
     let half = dim / 2;
     let c = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half).map(|i| ((c * i as f32 / half as f32) as f64).exp() as f32).collect();
+    // `half - shift` is positive: configs are checked to have a sinusoid wider than the shift.
+    let den = half.saturating_sub(s.freq_shift as usize).max(1) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| ((c * i as f32 / den) as f64).exp() as f32).collect();
+    let (cos_at, sin_at) = if s.cos_first { (0, half) } else { (half, 0) };
     let mut out = vec![0.0f32; t.len() * dim];
     for (row, &tv) in out.chunks_mut(dim).zip(t) {
         for (i, &f) in freqs.iter().enumerate() {
             let arg = (tv * f) as f64;
-            row[i] = arg.cos() as f32;
-            row[half + i] = arg.sin() as f32;
+            row[cos_at + i] = arg.cos() as f32;
+            row[sin_at + i] = arg.sin() as f32;
         }
     }
     out

@@ -131,7 +131,7 @@ impl fmt::Display for Error {
             ),
             Error::NoConfig { file } => write!(
                 f,
-                "{file}: the checkpoint has no config; name one ({} or a JSON file)",
+                "{file}: the checkpoint has no config and its tensor shapes are those of no preset; name one ({} or a JSON file)",
                 crate::UNetConfig::PRESETS.join(", ")
             ),
             Error::Config { key, reason } => write!(f, "config '{key}': {reason}"),

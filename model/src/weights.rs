@@ -12,6 +12,11 @@ pub trait WeightSource {
     fn get(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Vec<f32>>;
     /// Called after the model is built: reports tensors that were never asked for.
     fn finish(&mut self) -> Result<()>;
+    /// Whether the source holds `name` (for layouts whose names changed between versions);
+    /// sources without names say no, and the current names are read.
+    fn has(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// Parameters from a checkpoint, with `module.` prefixes (DataParallel) stripped.
@@ -54,6 +59,10 @@ impl WeightSource for CheckpointWeights<'_> {
         Ok(v)
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.ckpt.tensors().contains_key(&format!("{}{name}", self.prefix))
+    }
+
     fn finish(&mut self) -> Result<()> {
         let extra: Vec<&String> = self.ckpt.tensors().keys().filter(|k| !self.used.contains(*k)).collect();
         if extra.is_empty() {
@@ -64,6 +73,25 @@ impl WeightSource for CheckpointWeights<'_> {
             count: extra.len(),
             first: extra.iter().take(5).map(|s| s.to_string()).collect(),
         })
+    }
+}
+
+/// Records the name and shape of every parameter a config asks for (no values): what a
+/// checkpoint of that architecture holds, to recognise a file by its tensors.
+#[derive(Default)]
+pub struct ShapeRecorder {
+    /// `(name, shape)` in the order asked.
+    pub shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl WeightSource for ShapeRecorder {
+    fn get(&mut self, name: &str, shape: &[usize], _: usize) -> Result<Vec<f32>> {
+        self.shapes.push((name.to_string(), shape.to_vec()));
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -85,6 +85,17 @@ pub fn unet_variants() -> Vec<(diffinv::model::UNetConfig, &'static str)> {
     ]
     .into_iter()
     .map(|(extra, what)| (diffinv::model::UNetConfig::from_json(&format!("{base}{extra}")).unwrap(), what))
+    .chain(std::iter::once((
+        diffinv::model::UNetConfig::from_json(
+            r#"{"_class_name": "UNet2DModel", "sample_size": 16, "block_out_channels": [32, 64, 64],
+                "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1,
+                "attention_head_dim": 16, "norm_num_groups": 16, "norm_eps": 1e-6, "downsample_padding": 0,
+                "flip_sin_to_cos": false, "freq_shift": 1}"#,
+        )
+        .unwrap(),
+        "diffusers UNet2DModel: right/bottom-padded downsampling, [sin, cos] embedding, eps 1e-6, 16 groups",
+    )))
     .collect()
 }
 

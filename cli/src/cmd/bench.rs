@@ -15,7 +15,7 @@ use std::time::Instant;
 pub enum BenchCmd {
     /// Time the UNet forward (or forward + input gradient); prints ms per call and GFLOP/s.
     #[command(
-        after_help = "Examples:\n  diffinv bench unet --config ffhq256 --threads 2\n  diffinv bench unet --config celeba64 --backward --batch 4 --json\n  diffinv bench unet --config celeba64 --isa avx2 --no-winograd"
+        after_help = "Examples:\n  diffinv bench unet --config ffhq256 --threads 2\n  diffinv bench unet --config celeba64 --backward --batch 4 --json\n  diffinv bench unet --config celeba64 --isa avx2 --no-winograd\n  diffinv bench unet --config celeba64 --isa portable"
     )]
     Unet(UnetArgs),
     /// Time a whole DPS run (box inpainting of a random image) on seeded random weights.
@@ -27,7 +27,7 @@ pub enum BenchCmd {
 
 #[derive(Args)]
 pub struct DpsArgs {
-    /// A preset (ffhq256, celeba64) or a JSON config.
+    /// A preset (ffhq256, imagenet256, celeba64) or a JSON config (adm.py or diffusers style).
     #[arg(long, default_value = "ffhq256")]
     config: String,
     /// DPS steps (respaced below 1000).
@@ -39,7 +39,7 @@ pub struct DpsArgs {
 
 #[derive(Args)]
 pub struct UnetArgs {
-    /// A preset (ffhq256, celeba64) or a JSON config.
+    /// A preset (ffhq256, imagenet256, celeba64) or a JSON config (adm.py or diffusers style).
     #[arg(long, default_value = "ffhq256")]
     config: String,
     /// Time forward + input gradient (one DPS step's network work).
@@ -61,7 +61,8 @@ pub struct UnetArgs {
     /// cpu, or cuda / cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// The CPU's GEMM kernel: scalar, avx2, avx512 (default: the best this CPU has).
+    /// The CPU's GEMM kernel: scalar, portable (wide SIMD, the same code on every CPU), avx2,
+    /// avx512 (default: the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     /// Run 3x3 convolutions as direct GEMMs instead of Winograd F(2x2, 3x3) (comparisons).
@@ -128,8 +129,9 @@ fn contexts(a: &UnetArgs, device: Device) -> Result<(CpuContext, GpuOptions)> {
     }
     let mut cpu = match &a.isa {
         Some(name) => {
-            let isa = Isa::parse(name)
-                .ok_or_else(|| CliError::usage(format!("--isa must be scalar, avx2 or avx512, got '{name}'")))?;
+            let isa = Isa::parse(name).ok_or_else(|| {
+                CliError::usage(format!("--isa must be scalar, portable, avx2 or avx512, got '{name}'"))
+            })?;
             CpuContext::with_isa(isa)?
         }
         None => CpuContext::default(),

@@ -67,9 +67,15 @@ pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
     let metrics = Metrics::shipped()?;
     let job = Job { a: &a, g, m: &m, metrics: &metrics, device };
     if a.input.is_dir() {
-        return crate::folder::run_folder(g, &a.input, &a.output, a.save_noisy.as_deref(), "denoised", |i, o, k, n| {
-            job.one(i, o, k, n)
-        });
+        return crate::folder::run_folder(
+            g,
+            &a.input,
+            &a.output,
+            a.save_noisy.as_deref(),
+            "denoised",
+            None,
+            |i, o, k, n| job.one(i, o, k, n),
+        );
     }
     if a.output.is_dir() {
         return Err(CliError::usage(format!(

@@ -5,12 +5,13 @@
 use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs};
 use crate::common::{interrupted, CliError, Global, Result};
 use crate::folder::list_images;
+use crate::shard::Shard;
 use clap::Args;
 use diffinv::cpu::image_io::{load_image, save_grid, save_image, to_rgb8, Fit, MAX_SIDE};
 use diffinv::cpu::solve::Defaults;
 use diffinv::metrics::Metrics;
 use diffinv::model::io::write_atomic;
-use diffinv::{Device, Method, Restorer, Settings, Task};
+use diffinv::{Method, Restorer, Settings, Task};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,8 +26,8 @@ use std::time::Instant;
 Re-running the same command resumes: finished cells are read back, not recomputed.")]
 pub struct EvalArgs {
     /// Folder of clean images (PNG/JPEG), used in sorted order.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    data: Option<PathBuf>,
     /// Comma-separated tasks.
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<String>,
@@ -62,6 +63,15 @@ pub struct EvalArgs {
     samples: usize,
     #[command(flatten)]
     device: DeviceArgs,
+    /// Run only part of the images: `K/N` (image i goes to shard i mod N + 1), or `auto` (Slurm
+    /// job arrays) / `auto/N` (Kubernetes Indexed Jobs of N completions). Each shard writes its
+    /// own resumable report folder; `--merge` joins them (docs/cluster.md).
+    #[arg(long, value_name = "K/N|auto", value_parser = crate::shard::parse, conflicts_with = "merge")]
+    shard: Option<Shard>,
+    /// Join the report folders of every shard of a run into -o (the run's settings are read from
+    /// their eval.json; --data must still be readable): the report one process would write.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    merge: Vec<PathBuf>,
 }
 
 /// A method with its overrides, and the label its results are filed under.
@@ -129,7 +139,27 @@ fn read_cell(path: &Path, key: &Value) -> Option<Value> {
     ok.then_some(v)
 }
 
+/// The settings that make a run's cells, as `eval.json` records them (a shard's own place in
+/// the split beside them).
+fn settings_json(a: &EvalArgs, g: &Global) -> Value {
+    json!({
+        "data": a.data, "tasks": a.tasks, "methods": a.methods, "n": a.n, "noise": a.noise,
+        "grid_rows": a.grid_rows, "samples": a.samples, "seed": g.seed,
+        "model": a.model.model, "config": a.model.config,
+        "device": a.device.device, "tf32": a.device.tf32, "cudnn": a.device.cudnn,
+    })
+}
+
 pub fn run(a: EvalArgs, g: &Global) -> Result<()> {
+    if !a.merge.is_empty() {
+        return merge(a, g);
+    }
+    if a.data.is_none() {
+        return Err(CliError::usage("--data is required (the folder of clean images)"));
+    }
+    std::fs::create_dir_all(&a.output).map_err(|e| CliError::runtime(format!("{}: {e}", a.output.display())))?;
+    let record = json!({"settings": settings_json(&a, g), "shard": a.shard.map(|s| s.label())});
+    write_json(&a.output.join("eval.json"), &record)?;
     let levels = a.noise.clone();
     if levels.windows(2).any(|w| w[1] <= w[0]) {
         return Err(CliError::usage("--noise: give distinct levels in increasing order"));
@@ -173,16 +203,20 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
     if tasks.is_empty() || specs.is_empty() {
         return Err(CliError::usage("give at least one task and one method"));
     }
-    let images: Vec<PathBuf> = list_images(&a.data)?.into_iter().take(a.n).collect();
+    let data = a.data.as_deref().ok_or_else(|| CliError::usage("--data is required"))?;
+    let images: Vec<PathBuf> = list_images(data)?.into_iter().take(a.n).collect();
     if images.is_empty() {
-        return Err(CliError::runtime(format!("{}: no PNG or JPEG images", a.data.display())));
+        return Err(CliError::runtime(format!("{}: no PNG or JPEG images", data.display())));
     }
-    if diffinv::model::io::same_file(&a.output, &a.data) {
+    let owned = |i: usize| a.shard.is_none_or(|s| s.owns(i));
+    if diffinv::model::io::same_file(&a.output, data) {
         return Err(CliError::usage("-o is the --data folder; write the report elsewhere"));
     }
     let model = if specs.iter().any(|s| s.method.is_diffusion()) { Some(a.model.load()?) } else { None };
     let size = model.as_ref().map(|m| m.image_size());
-    let (device, gpu) = if a.report_only { (Device::Cpu, Default::default()) } else { a.device.open()? };
+    // Opening names the device without starting it: a report of cells made on a GPU is built on
+    // any machine given the same --device.
+    let (device, gpu) = a.device.open()?;
     // Everything that changes a cell's numbers; a cell made with other settings is recomputed.
     let model_key = model
         .as_ref()
@@ -190,7 +224,7 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
     let device_key = json!({"device": device.to_string(), "tf32": gpu.tf32, "cudnn": gpu.cudnn});
     let mut skipped: Vec<Value> = Vec::new();
     let judge = Metrics::shipped()?;
-    let total = tasks.len() * specs.len() * images.len();
+    let total = tasks.len() * specs.len() * (0..images.len()).filter(|&i| owned(i)).count();
     let pb = g.progress(total as u64, "eval");
     let mut done = 0u64;
     let mut rows = Vec::new();
@@ -200,7 +234,7 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
     let mut unreadable = 0usize;
     for &task in &tasks {
         let tdir = a.output.join("cells").join(task.name());
-        for (i, img) in images.iter().enumerate() {
+        for (i, img) in images.iter().enumerate().filter(|(i, _)| owned(*i)) {
             let name = stem(img);
             let fit = size.map_or(Fit::Max(MAX_SIDE as usize), Fit::Resize);
             // A corrupt image is skipped (once, listed in the report), not the end of the run.
@@ -376,6 +410,108 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
 
 type Row = (Task, String, String, Value);
 
+/// `--merge DIR...`: checks that the folders are every shard of one run, copies their cells into
+/// -o, and writes the report from them.
+fn merge(a: EvalArgs, g: &Global) -> Result<()> {
+    let mut settings: Option<Value> = None;
+    let mut seen: Vec<(usize, usize, &Path)> = Vec::new();
+    for dir in &a.merge {
+        let rec = read_json(&dir.join("eval.json")).ok_or_else(|| {
+            CliError::runtime(format!("{}: not an eval report folder (no readable eval.json)", dir.display()))
+        })?;
+        match &settings {
+            None => settings = Some(rec["settings"].clone()),
+            Some(s) if *s != rec["settings"] => {
+                return Err(CliError::usage(format!(
+                    "{} was made with other settings than {} (merge the shards of one run)",
+                    dir.display(),
+                    a.merge[0].display()
+                )))
+            }
+            _ => {}
+        }
+        let shard = rec["shard"].as_str().map(crate::shard::parse).transpose().map_err(CliError::runtime)?;
+        let shard = shard.unwrap_or(Shard { index: 0, count: 1 });
+        if let Some(other) = seen.iter().find(|s| s.0 == shard.index) {
+            return Err(CliError::usage(format!(
+                "shard {} is given twice ({} and {})",
+                shard.label(),
+                other.2.display(),
+                dir.display()
+            )));
+        }
+        seen.push((shard.index, shard.count, dir));
+        if diffinv::model::io::same_file(dir, &a.output) {
+            return Err(CliError::usage(format!(
+                "-o {} is one of the shards; merge into a new folder",
+                a.output.display()
+            )));
+        }
+    }
+    let count = seen[0].1;
+    if let Some(s) = seen.iter().find(|s| s.1 != count) {
+        return Err(CliError::usage(format!("{} is a shard of {} parts, the others of {count}", s.2.display(), s.1)));
+    }
+    if let Some(k) = (0..count).find(|k| !seen.iter().any(|s| s.0 == *k)) {
+        return Err(CliError::usage(format!("shard {}/{count} is missing", k + 1)));
+    }
+    for (_, _, dir) in &seen {
+        copy_cells(dir, &a.output)?;
+    }
+    let s = settings.expect("at least one folder");
+    let strings = |k: &str| -> Vec<String> {
+        s[k].as_array().map(|v| v.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let text = |k: &str| s[k].as_str().map(String::from);
+    let bad = |k: &str| CliError::runtime(format!("{}: eval.json lacks '{k}'", a.merge[0].display()));
+    let merged = EvalArgs {
+        data: Some(PathBuf::from(text("data").ok_or_else(|| bad("data"))?)),
+        tasks: strings("tasks"),
+        methods: strings("methods"),
+        n: s["n"].as_u64().ok_or_else(|| bad("n"))? as usize,
+        output: a.output.clone(),
+        noise: s["noise"].as_array().ok_or_else(|| bad("noise"))?.iter().filter_map(Value::as_f64).collect(),
+        level: 0.0,
+        grid_rows: s["grid_rows"].as_u64().ok_or_else(|| bad("grid_rows"))? as usize,
+        model: ModelArgs { model: text("model").map(PathBuf::from), config: text("config") },
+        report_only: true,
+        samples: s["samples"].as_u64().ok_or_else(|| bad("samples"))? as usize,
+        device: DeviceArgs {
+            device: text("device").unwrap_or_else(|| "cpu".into()),
+            tf32: s["tf32"].as_bool().unwrap_or(false),
+            cudnn: s["cudnn"].as_bool().unwrap_or(false),
+        },
+        shard: None,
+        merge: Vec::new(),
+    };
+    let g = Global { seed: s["seed"].as_u64().ok_or_else(|| bad("seed"))?, ..g.clone() };
+    g.say(format!("merging {count} shards into {}", a.output.display()));
+    run(merged, &g)
+}
+
+/// Copies every file under a `cells` folder of `from` to the same place under `to` (files
+/// already there are kept: a merge can be re-run).
+fn copy_cells(from: &Path, to: &Path) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| CliError::runtime(format!("{}: {e}", p.display()));
+    let mut stack = vec![(from.to_path_buf(), false)];
+    while let Some((dir, in_cells)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let path = entry.map_err(|e| io(&dir, e))?.path();
+            let cells = in_cells || path.file_name().is_some_and(|n| n == "cells");
+            if path.is_dir() {
+                stack.push((path, cells));
+            } else if in_cells {
+                let dest = to.join(path.strip_prefix(from).expect("under from"));
+                if !dest.exists() {
+                    std::fs::create_dir_all(dest.parent().expect("a parent")).map_err(|e| io(&dest, e))?;
+                    std::fs::copy(&path, &dest).map_err(|e| io(&dest, e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -447,7 +583,7 @@ fn write_outputs(
     let mut md = format!(
         "# diffinv eval\n\n{} images from `{}`, noise sigma_y = {} ([-1, 1] units), seed {}. Mean +- std over images; LPIPS v0.1; seconds per image as the median over images (robust to a busy machine); network evaluations (NFE) per image.\n",
         images.len(),
-        a.data.display(),
+        a.data.as_deref().unwrap_or(Path::new("")).display(),
         a.level,
         g.seed
     );

@@ -7,7 +7,7 @@ mod eval;
 mod generate;
 mod metrics;
 mod model;
-mod restore;
+pub mod restore;
 
 use crate::common::{Global, Result};
 use clap::Subcommand;
@@ -21,8 +21,9 @@ pub const EXAMPLES: &str = "Examples:
   diffinv denoise --t 250 --mode reverse face.png -o denoised.png
   diffinv metrics clean.png restored.png
   diffinv eval --data faces/ --tasks inpaint-box,deblur-gauss --methods dps,diffpir,hqs-tv -n 20 -o report/
-  diffinv model info ffhq_10m.pt --config ffhq256
-  diffinv bench unet --config ffhq256 --backward --threads 2";
+  diffinv model info ffhq_10m.pt
+  diffinv bench unet --config ffhq256 --backward --threads 2
+  diffinv serve                      # the web page: http://127.0.0.1:7860/";
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -44,6 +45,8 @@ pub enum Command {
     /// Time the UNet on seeded random weights.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Restore images in the browser: a local web page and its JSON API (docs/serve.md).
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 pub fn run(c: Command, g: &Global) -> Result<()> {
@@ -56,5 +59,6 @@ pub fn run(c: Command, g: &Global) -> Result<()> {
         Command::Eval(a) => eval::run(a, g),
         Command::Model(m) => model::run(m, g),
         Command::Bench(b) => bench::run(b, g),
+        Command::Serve(a) => crate::serve::run(*a, g),
     }
 }

@@ -10,24 +10,26 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum ModelCmd {
-    /// Print a checkpoint's config, parameter count, stored dtypes and GFLOP per forward.
+    /// Print a model's family, preset, config, parameter count, stored dtypes, GFLOP per forward,
+    /// resolution and diffusion schedule.
     #[command(
-        after_help = "Examples:\n  diffinv model info assets/models/celeba64-adm.safetensors\n  diffinv model info ffhq_10m.pt --config ffhq256 --json"
+        after_help = "Examples:\n  diffinv model info assets/models/celeba64-adm.safetensors\n  diffinv model info 256x256_diffusion_uncond.pt --json\n  diffinv model info ddpm-celebahq-256/"
     )]
     Info(InfoArgs),
     /// Run the UNet on tensors `x` (N,C,H,W) and `t` (N) from a safetensors file; writes `eps` (the
     /// full output) and, when the input has `cotangent`, `grad_x` = d(sum(out * cotangent))/dx.
     #[command(
-        after_help = "Example:\n  diffinv model run --model ffhq_10m.pt --config ffhq256 --input in.safetensors -o out.safetensors"
+        after_help = "Example:\n  diffinv model run --model ffhq_10m.pt --input in.safetensors -o out.safetensors"
     )]
     Run(RunArgs),
 }
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// The checkpoint (.safetensors, .pt, .pth).
+    /// The checkpoint (.safetensors, .pt, .pth) or diffusers model folder.
     path: PathBuf,
-    /// A preset (ffhq256, celeba64) or a JSON config; needed for PyTorch files.
+    /// A preset (ffhq256, imagenet256, celeba64) or a JSON config (adm.py or diffusers style); a bare
+    /// PyTorch state_dict of a preset is recognised without it.
     #[arg(long)]
     config: Option<String>,
 }
@@ -57,31 +59,59 @@ fn info(a: InfoArgs, g: &Global) -> Result<()> {
     let gflop = m.gflop();
     let dtypes: serde_json::Map<String, serde_json::Value> =
         m.dtypes().iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
+    let d = m.diffusion();
+    let schedule = schedule_name(&d.schedule, d.steps);
+    let preset = m.config().preset_name();
     let v = serde_json::json!({
         "path": m.file(),
         "format": m.format(),
+        "family": m.config().family_name(),
+        "preset": preset,
+        "config_source": m.config_source(),
         "config": m.config().to_json(),
         "params": m.num_params(),
         "dtypes": dtypes,
         "gflop": gflop,
         "image_size": size,
-        "variance": format!("{:?}", m.diffusion().variance),
-        "diffusion_steps": m.diffusion().steps,
+        "schedule": schedule,
+        "variance": format!("{:?}", d.variance),
+        "diffusion_steps": d.steps,
     });
     if g.json {
         g.emit_json(&v);
     } else {
         println!("{}  ({})", m.file(), m.format());
+        let how = match m.config_source() {
+            "detected" => "recognised by its tensor shapes",
+            "metadata" => "config from the file's metadata",
+            "config.json" => "config from config.json",
+            _ => "config given",
+        };
+        println!("  family: {}, preset {} ({how})", m.config().family_name(), preset.unwrap_or("none"));
         println!("  parameters: {}", m.num_params());
         println!(
             "  stored dtypes: {}",
             m.dtypes().iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
         );
+        println!("  resolution: {size}x{size}");
         println!("  GFLOP per forward ({size}x{size}, batch 1): {gflop:.1}");
-        println!("  diffusion: {} steps, variance {:?}", m.diffusion().steps, m.diffusion().variance);
+        println!("  diffusion: {} steps, {schedule}, variance {:?}", d.steps, d.variance);
         println!("  config: {}", m.config().to_json());
     }
     Ok(())
+}
+
+/// The beta schedule in words, with its first and last beta over `steps`.
+fn schedule_name(s: &diffinv::core::BetaSchedule, steps: usize) -> String {
+    use diffinv::core::BetaSchedule as B;
+    let mut betas = vec![0.0; steps];
+    s.fill_betas(&mut betas);
+    let kind = match s {
+        B::Linear { .. } => "linear",
+        B::ScaledLinear { .. } => "scaled-linear",
+        B::Cosine { .. } => "cosine",
+    };
+    format!("{kind}, beta {:.4e}..{:.4e}", betas[0], betas[steps - 1])
 }
 
 fn run_model(a: RunArgs, g: &Global) -> Result<()> {

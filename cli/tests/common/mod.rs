@@ -1,6 +1,8 @@
 //! What the CLI tests share: the binary, the test data, scratch folders and the failure check.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -11,6 +11,11 @@ pub const MR: usize = 6;
 pub enum Isa {
     /// Portable Rust, 6x8 tile.
     Scalar,
+    /// Portable SIMD (`wide::f32x8`: SSE on x86-64, NEON on aarch64, simd128 on wasm), 6x8
+    /// tile, no architecture-specific code: what runs on x86-64 in the tests is what an aarch64
+    /// board runs. Products and sums are separate roundings (never fused), so every CPU gives
+    /// the same bits. The default where no x86 kernel is available.
+    Portable,
     /// AVX2 + FMA, 6x16 tile.
     Avx2,
     /// AVX-512F, 6x64 tile.
@@ -24,7 +29,7 @@ impl Isa {
     /// Columns of this kernel's tile.
     pub const fn nr(self) -> usize {
         match self {
-            Isa::Scalar => 8,
+            Isa::Scalar | Isa::Portable => 8,
             Isa::Avx2 => 16,
             Isa::Avx512 | Isa::Avx512Bf16 => 64,
         }
@@ -33,7 +38,7 @@ impl Isa {
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
         match self {
-            Isa::Scalar => true,
+            Isa::Scalar | Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
@@ -52,13 +57,14 @@ impl Isa {
 
     /// Every kernel this CPU can run, best last.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.available()).collect()
+        [Isa::Scalar, Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| i.available()).collect()
     }
 
     /// The name used in benchmarks and `DIFFINV_ISA`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
@@ -74,6 +80,7 @@ impl Isa {
     pub unsafe fn kernel(self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         match self {
             Isa::Scalar => scalar(kc, a, b, c, ldc, acc),
+            Isa::Portable => portable(kc, a, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2(kc, a, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
@@ -103,6 +110,27 @@ unsafe fn scalar(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usiz
         for j in 0..NR {
             cr[j] = if acc { cr[j] + row[j] } else { row[j] };
         }
+    }
+}
+
+/// The portable microkernel: 6 rows x one `f32x8` per k, `t + a b` (not fused). Six
+/// accumulators of eight lanes fit SSE's 16 registers (two each) as well as NEON's 32, where a
+/// wider tile would spill on x86-64's baseline.
+unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    use wide::f32x8;
+    const NR: usize = 8;
+    let load = |p: *const f32| f32x8::from(std::ptr::read_unaligned(p as *const [f32; 8]));
+    let mut t = [f32x8::ZERO; MR];
+    for k in 0..kc {
+        let bk = load(b.add(k * NR));
+        for (r, tr) in t.iter_mut().enumerate() {
+            *tr += f32x8::splat(*a.add(k * MR + r)) * bk;
+        }
+    }
+    for (r, x) in t.iter().enumerate() {
+        let q = c.add(r * ldc);
+        let x = if acc { load(q) + *x } else { *x };
+        std::ptr::write_unaligned(q as *mut [f32; 8], x.to_array());
     }
 }
 

@@ -29,9 +29,9 @@ impl Isa {
         *BEST.get_or_init(|| *Isa::all_available().last().expect("scalar is always available"))
     }
 
-    /// Parses a kernel name (`scalar`, `avx2`, `avx512`).
+    /// Parses a kernel name (`scalar`, `portable`, `avx2`, `avx512`).
     pub fn parse(name: &str) -> Option<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name)
+        [Isa::Scalar, Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name)
     }
 }
 

@@ -38,9 +38,14 @@ pub struct GroupStats {
 impl GroupNorm {
     /// A group norm with the given affine parameters.
     pub fn new(groups: usize, gamma: Vec<f32>, beta: Vec<f32>) -> Self {
+        Self::with_eps(groups, 1e-5, gamma, beta)
+    }
+
+    /// A group norm with the given epsilon and affine parameters.
+    pub fn with_eps(groups: usize, eps: f64, gamma: Vec<f32>, beta: Vec<f32>) -> Self {
         let channels = gamma.len();
         assert!(channels.is_multiple_of(groups) && beta.len() == channels, "group norm parameters");
-        GroupNorm { groups, channels, eps: 1e-5, gamma, beta }
+        GroupNorm { groups, channels, eps, gamma, beta }
     }
 
     /// The affine weight.

@@ -21,7 +21,7 @@ macro_rules! multiversion {
                     // SAFETY: Isa::best only returns ISAs this CPU has.
                     $crate::gemm::Isa::Avx512 | $crate::gemm::Isa::Avx512Bf16 => return unsafe { avx512($($arg),*) },
                     $crate::gemm::Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::gemm::Isa::Scalar => {}
+                    $crate::gemm::Isa::Scalar | $crate::gemm::Isa::Portable => {}
                 }
             }
             fn base($($arg: $ty),*) $body

@@ -15,7 +15,9 @@ use crate::ops::{Op, Task};
 use crate::tensor::Tensor;
 use diffinv_core::diffusion::start_from_measurement;
 use diffinv_core::rng::streams;
-use diffinv_core::sampler::{self, AldConfig, DapsConfig, DiffpirConfig, DpsConfig, SampleError, SdeditConfig, Stats};
+use diffinv_core::sampler::{
+    self, AldConfig, DapsConfig, DiffpirConfig, DpsConfig, Monitor, SampleError, SdeditConfig, Stats,
+};
 use diffinv_core::{Backend, Chain, NoiseStream, Operator};
 use diffinv_model::{DiffusionSettings, UNetConfig};
 
@@ -267,7 +269,8 @@ impl Plan {
         }
         let d = Defaults::for_task(method, task, sigma_y);
         let total = diffusion.steps;
-        let steps = settings.steps.unwrap_or(d.steps);
+        // The tables are for 1000-step models: a model with fewer steps runs all of them by default.
+        let steps = settings.steps.unwrap_or(d.steps.min(total));
         if steps == 0 || steps > total {
             return Err(Error::parameter("steps", steps, format!("must be in 1..={total}")));
         }
@@ -288,7 +291,9 @@ impl Plan {
                 vec![("steps", steps as f64), ("lambda", lambda)]
             }
             Method::Sdedit => {
-                t0 = settings.t0.unwrap_or(d.t0);
+                // The default start is a fraction of a 1000-step chain; the same fraction of this one.
+                let scaled = (d.t0 as f64 * total as f64 / 1000.0).round() as usize;
+                t0 = settings.t0.unwrap_or(scaled.min(total - 1));
                 if t0 >= total {
                     return Err(Error::parameter("t0", t0, format!("must be below {total}")));
                 }
@@ -330,13 +335,12 @@ impl Plan {
         y: &B::Tensor,
         seed: u64,
         first: u64,
-        monitor: &mut dyn FnMut(usize, usize) -> bool,
+        mon: &mut impl Monitor,
     ) -> std::result::Result<(B::Tensor, Stats), SampleError<B::Error>> {
         let n = self.shape[0];
         let full = self.schedule.chain();
         let mut rngs = streams_for(seed, streams::STEPS, first, n);
         let mut init = streams_for(seed, streams::INIT, first, n);
-        let mut mon = |a: usize, t: usize| monitor(a, t);
         let mut x = b.zeros(self.shape)?;
         // Denoising starts where the chain's noise reaches sigma_y, from y itself (an exact draw
         // of x_t given the image), rather than from pure noise: the steps above carry nothing
@@ -356,23 +360,23 @@ impl Plan {
         let chain = Chain::new(&full.steps()[..=k], &full.betas()[..=k], &full.abar()[..=k])
             .expect("a prefix of a valid chain is valid");
         let stats = match self.method {
-            Method::Dps => sampler::dps(b, &chain, op, y, &DpsConfig { zeta: self.zeta }, &mut x, &mut rngs, &mut mon)?,
+            Method::Dps => sampler::dps(b, &chain, op, y, &DpsConfig { zeta: self.zeta }, &mut x, &mut rngs, mon)?,
             Method::Ald => {
                 let cfg = AldConfig { lambda: self.lambda, sigma_y: self.sigma_y, max_step: 1.0 };
-                sampler::ald(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
+                sampler::ald(b, &chain, op, y, &cfg, &mut x, &mut rngs, mon)?
             }
             Method::Sdedit => {
                 op.init_estimate(b, y, &mut x)?;
                 let cfg = SdeditConfig { t0: self.t0, lambda: self.lambda };
-                sampler::sdedit(b, &chain, op, y, &cfg, &mut x, &mut init, &mut rngs, &mut mon)?
+                sampler::sdedit(b, &chain, op, y, &cfg, &mut x, &mut init, &mut rngs, mon)?
             }
             Method::DiffPir => {
                 let cfg = DiffpirConfig { lambda: self.lambda, zeta: self.zeta, sigma_y: self.sigma_y.max(1e-3) };
-                sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, &mut mon)?
+                sampler::diffpir(b, &chain, op, y, &cfg, &mut x, &mut rngs, mon)?
             }
             Method::Daps => {
                 let cfg = self.daps.as_ref().expect("Plan::new sets DAPS's settings");
-                sampler::daps(b, &chain, op, y, cfg, &mut x, &mut rngs, &mut mon)?
+                sampler::daps(b, &chain, op, y, cfg, &mut x, &mut rngs, mon)?
             }
             _ => unreachable!("Plan::new takes diffusion methods only"),
         };

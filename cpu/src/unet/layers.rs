@@ -10,7 +10,7 @@ use crate::nn::{AttentionBlock, Conv2d, GroupNorm, Linear, NormMod};
 use diffinv_model::desc::{Desc, NormDesc, TimeDesc};
 use diffinv_model::graph::{Attn, Builder, Conv, LayerSet, Resample};
 use diffinv_model::walk::{Modulation, Primitives};
-use diffinv_model::{timestep_embedding, Graph};
+use diffinv_model::{timestep_embedding, Graph, Sinusoid};
 use std::convert::Infallible;
 
 /// The CPU backend's layer types.
@@ -30,6 +30,7 @@ pub struct TimeEmbed {
     time2: Linear,
     proj: Vec<Linear>,
     scale_shift: bool,
+    sinusoid: Sinusoid,
 }
 
 /// One ResBlock's projection of a call's embedding: `(scale, shift)` each `[n, c]`, or the
@@ -54,7 +55,7 @@ fn linear(d: &diffinv_model::desc::LinearDesc) -> Linear {
 }
 
 fn norm(d: &NormDesc) -> GroupNorm {
-    GroupNorm::new(d.groups, d.gamma.clone(), d.beta.clone())
+    GroupNorm::with_eps(d.groups, d.eps, d.gamma.clone(), d.beta.clone())
 }
 
 /// Builds the CPU layers from a description (packing every convolution's weights).
@@ -89,6 +90,7 @@ impl Builder<CpuLayers> for CpuBuilder {
             time2: linear(&t.time2),
             proj: t.proj.iter().map(linear).collect(),
             scale_shift: t.scale_shift,
+            sinusoid: t.sinusoid,
         })
     }
 }
@@ -97,7 +99,7 @@ impl TimeEmbed {
     /// `time_embed.2(SiLU(time_embed.0(sinusoid(t))))`, `[n, 4 model_channels]`.
     pub fn embed(&self, t: &[f32]) -> Vec<f32> {
         let n = t.len();
-        let s = timestep_embedding(t, self.model_channels);
+        let s = timestep_embedding(t, self.model_channels, self.sinusoid);
         let mut h = vec![0.0; n * self.time0.fout];
         self.time0.forward(&s, n, false, &mut h);
         let mut e = vec![0.0; n * self.time2.fout];
