@@ -126,6 +126,21 @@ fn guard<B: Backend>(b: &mut B, x: &B::Tensor, method: &'static str, t: usize) -
     Ok(())
 }
 
+/// `r = A(x) - y` and `g = J_A(x)^T r`, the gradient of `||A(x) - y||^2 / 2` (every loop's data
+/// step; nonlinear operators through their vector-Jacobian product).
+fn data_gradient<B: Backend, A: Operator<B> + ?Sized>(
+    b: &mut B,
+    op: &A,
+    y: &B::Tensor,
+    x: &B::Tensor,
+    r: &mut B::Tensor,
+    g: &mut B::Tensor,
+) -> Result<(), B::Error> {
+    op.forward(b, x, r)?;
+    b.axpy(-1.0, y, r)?;
+    op.vjp(b, x, r, g)
+}
+
 /// Shows `estimate` to the monitor, then reports the step (cancelling on `false`).
 fn tick<B: Backend>(
     b: &mut B,
@@ -286,9 +301,7 @@ pub fn sdedit<B: Backend, A: Operator<B> + ?Sized>(
         b.model(x, c.t, &mut s.out)?;
         b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
         if op.mask().is_none() && cfg.lambda > 0.0 {
-            op.forward(b, &s.x0, &mut ax)?;
-            b.axpy(-1.0, y, &mut ax)?;
-            op.vjp(b, &s.x0, &ax, &mut g)?;
+            data_gradient(b, op, y, &s.x0, &mut ax, &mut g)?;
             b.axpy(-cfg.lambda, &g, &mut s.x0)?;
             b.clamp(&mut s.x0, -1.0, 1.0)?;
         }
@@ -344,9 +357,7 @@ pub fn ald<B: Backend, A: Operator<B> + ?Sized>(
         b.model(x, c.t, &mut s.out)?;
         b.predict_x0(x, &s.out, &c, true, &mut s.x0)?;
         p_sample(b, &mut s, x, &c, rngs)?;
-        op.forward(b, x, &mut ax)?;
-        b.axpy(-1.0, y, &mut ax)?;
-        op.vjp(b, x, &ax, &mut g)?;
+        data_gradient(b, op, y, x, &mut ax, &mut g)?;
         let w = (2.0 * ald_weight(cfg.lambda, cfg.sigma_y, c.sqrt_one_minus_abar())).min(cfg.max_step);
         b.axpy(-w, &g, &mut s.next)?;
         core::mem::swap(x, &mut s.next);
@@ -441,10 +452,8 @@ pub fn dps_step<'w, B: Backend, A: Operator<B> + ?Sized>(
     b.clamp(&mut w.s.x0, -1.0, 1.0)?;
     b.posterior_sample(&w.s.x0, x, &w.s.out, c, kind, z, &mut w.s.next)?;
     // d||A(x0) - y||/d x0 = J^T (A(x0) - y)/||A(x0) - y||, per image (J = A for linear A).
-    op.forward(b, &w.s.x0, &mut w.ax)?;
-    b.axpy(-1.0, y, &mut w.ax)?;
+    data_gradient(b, op, y, &w.s.x0, &mut w.ax, &mut w.g)?;
     b.norms(&w.ax, &mut w.norms[..n])?;
-    op.vjp(b, &w.s.x0, &w.ax, &mut w.g)?;
     let mut inv = [0.0; MAX_BATCH];
     for (i, &nm) in inv.iter_mut().zip(&w.norms[..n]) {
         *i = if nm > 0.0 { 1.0 / nm } else { 0.0 };
@@ -690,9 +699,7 @@ pub fn daps<B: Backend, A: Operator<B> + ?Sized>(
         let (prior, data) = (eta / (s * s), 2.0 * eta / (cfg.tau * cfg.tau));
         b.copy(&z, &mut u)?;
         for _ in 0..cfg.langevin_steps {
-            op.forward(b, &u, &mut r)?;
-            b.axpy(-1.0, y, &mut r)?;
-            op.vjp(b, &u, &r, &mut g)?;
+            data_gradient(b, op, y, &u, &mut r, &mut g)?;
             b.axpby(1.0 - prior, &u, prior, &z, &mut tmp)?;
             b.axpy(-data, &g, &mut tmp)?;
             b.randn(rngs, &mut xi)?;

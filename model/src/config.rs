@@ -114,22 +114,13 @@ impl UNetConfig {
                 attention_order: AttentionOrder::Legacy,
                 family: Family::Adm,
             }),
+            // guided-diffusion's ImageNet-256: FFHQ-256's layout, twice the width and depth,
+            // attention at three levels.
             "imagenet256" => Some(UNetConfig {
-                image_size: 256,
-                in_channels: 3,
                 model_channels: 256,
-                out_channels: 6,
                 num_res_blocks: 2,
                 attention_resolutions: vec![32, 16, 8],
-                channel_mult: vec![1, 1, 2, 2, 4, 4],
-                num_heads: 4,
-                num_head_channels: Some(64),
-                num_heads_upsample: 4,
-                use_scale_shift_norm: true,
-                resblock_updown: true,
-                conv_resample: true,
-                attention_order: AttentionOrder::Legacy,
-                family: Family::Adm,
+                ..Self::preset("ffhq256")?
             }),
             "celeba64" => Some(UNetConfig {
                 image_size: 64,

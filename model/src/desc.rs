@@ -109,6 +109,28 @@ pub(crate) struct Reader<'a> {
     pub(crate) proj: Vec<LinearDesc>,
 }
 
+/// A ResBlock's parameter names under its prefix, per family.
+pub(crate) struct ResNames {
+    pub(crate) in_norm: &'static str,
+    pub(crate) in_conv: &'static str,
+    pub(crate) emb: &'static str,
+    pub(crate) out_norm: &'static str,
+    pub(crate) out_conv: &'static str,
+    pub(crate) skip: &'static str,
+}
+
+impl ResNames {
+    /// guided-diffusion's `ResBlock`.
+    const ADM: ResNames = ResNames {
+        in_norm: "in_layers.0",
+        in_conv: "in_layers.2",
+        emb: "emb_layers.1",
+        out_norm: "out_layers.0",
+        out_conv: "out_layers.3",
+        skip: "skip_connection",
+    };
+}
+
 /// A whole network's layers, before they become a [`Graph`].
 pub(crate) struct Parts {
     pub(crate) time0: LinearDesc,
@@ -156,13 +178,26 @@ impl Reader<'_> {
     }
 
     fn res(&mut self, p: &str, cin: usize, cout: usize, resample: Resample) -> Result<Layer<Desc>> {
+        self.res_named(p, &ResNames::ADM, cin, cout, resample)
+    }
+
+    /// A ResBlock whose parameters are `{p}.{names.*}`.
+    pub(crate) fn res_named(
+        &mut self,
+        p: &str,
+        names: &ResNames,
+        cin: usize,
+        cout: usize,
+        resample: Resample,
+    ) -> Result<Layer<Desc>> {
         let emb_dim = 4 * self.cfg.model_channels;
         let ss = self.cfg.use_scale_shift_norm;
-        let in_norm = self.norm(&format!("{p}.in_layers.0"), cin)?;
-        let in_conv = self.conv(&format!("{p}.in_layers.2"), cin, cout, 3, 1)?;
+        let in_norm = self.norm(&format!("{p}.{}", names.in_norm), cin)?;
+        let in_conv = self.conv(&format!("{p}.{}", names.in_conv), cin, cout, 3, 1)?;
         let emb = self.proj.len();
-        let proj = self.linear(&format!("{p}.emb_layers.1"), emb_dim, if ss { 2 * cout } else { cout })?;
+        let proj = self.linear(&format!("{p}.{}", names.emb), emb_dim, if ss { 2 * cout } else { cout })?;
         self.proj.push(proj);
+        let skip = (cin != cout).then(|| self.conv(&format!("{p}.{}", names.skip), cin, cout, 1, 1)).transpose()?;
         Ok(Layer::Res(Box::new(Res {
             cin,
             cout,
@@ -171,9 +206,9 @@ impl Reader<'_> {
             emb,
             in_norm,
             in_conv,
-            out_norm: self.norm(&format!("{p}.out_layers.0"), cout)?,
-            out_conv: self.conv(&format!("{p}.out_layers.3"), cout, cout, 3, 1)?,
-            skip: if cin == cout { None } else { Some(self.conv(&format!("{p}.skip_connection"), cin, cout, 1, 1)?) },
+            out_norm: self.norm(&format!("{p}.{}", names.out_norm), cout)?,
+            out_conv: self.conv(&format!("{p}.{}", names.out_conv), cout, cout, 3, 1)?,
+            skip,
         })))
     }
 
@@ -237,74 +272,72 @@ impl Graph<Desc> {
 
 /// guided-diffusion's `UNetModel` under its `state_dict` names.
 fn read_adm(r: &mut Reader<'_>) -> Result<Parts> {
-    {
-        let cfg = r.cfg;
-        let mc = cfg.model_channels;
-        let attn_ds: Vec<usize> = cfg.attention_resolutions.iter().map(|res| cfg.image_size / res).collect();
-        let time0 = r.linear("time_embed.0", mc, 4 * mc)?;
-        let time2 = r.linear("time_embed.2", 4 * mc, 4 * mc)?;
-        let mut ch = cfg.channel_mult[0] * mc;
-        let mut input_blocks = vec![vec![Layer::Conv(r.conv("input_blocks.0.0", cfg.in_channels, ch, 3, 1)?)]];
-        let mut chans = vec![ch];
-        let mut ds = 1;
-        for (level, &mult) in cfg.channel_mult.iter().enumerate() {
-            for _ in 0..cfg.num_res_blocks {
-                let i = input_blocks.len();
-                let mut layers = vec![r.res(&format!("input_blocks.{i}.0"), ch, mult * mc, Resample::None)?];
-                ch = mult * mc;
-                if attn_ds.contains(&ds) {
-                    layers.push(r.attn(&format!("input_blocks.{i}.1"), ch, false)?);
-                }
-                input_blocks.push(layers);
-                chans.push(ch);
+    let cfg = r.cfg;
+    let mc = cfg.model_channels;
+    let attn_ds: Vec<usize> = cfg.attention_resolutions.iter().map(|res| cfg.image_size / res).collect();
+    let time0 = r.linear("time_embed.0", mc, 4 * mc)?;
+    let time2 = r.linear("time_embed.2", 4 * mc, 4 * mc)?;
+    let mut ch = cfg.channel_mult[0] * mc;
+    let mut input_blocks = vec![vec![Layer::Conv(r.conv("input_blocks.0.0", cfg.in_channels, ch, 3, 1)?)]];
+    let mut chans = vec![ch];
+    let mut ds = 1;
+    for (level, &mult) in cfg.channel_mult.iter().enumerate() {
+        for _ in 0..cfg.num_res_blocks {
+            let i = input_blocks.len();
+            let mut layers = vec![r.res(&format!("input_blocks.{i}.0"), ch, mult * mc, Resample::None)?];
+            ch = mult * mc;
+            if attn_ds.contains(&ds) {
+                layers.push(r.attn(&format!("input_blocks.{i}.1"), ch, false)?);
             }
-            if level + 1 != cfg.channel_mult.len() {
-                let p = format!("input_blocks.{}.0", input_blocks.len());
-                let layer = if cfg.resblock_updown {
-                    r.res(&p, ch, ch, Resample::Down)?
-                } else if cfg.conv_resample {
-                    Layer::Down(Some(r.conv(&format!("{p}.op"), ch, ch, 3, 2)?))
-                } else {
-                    Layer::Down(None)
-                };
-                input_blocks.push(vec![layer]);
-                chans.push(ch);
-                ds *= 2;
-            }
+            input_blocks.push(layers);
+            chans.push(ch);
         }
-        let middle = vec![
-            r.res("middle_block.0", ch, ch, Resample::None)?,
-            r.attn("middle_block.1", ch, false)?,
-            r.res("middle_block.2", ch, ch, Resample::None)?,
-        ];
-        let mut output_blocks = Vec::new();
-        for (level, &mult) in cfg.channel_mult.iter().enumerate().rev() {
-            for i in 0..=cfg.num_res_blocks {
-                let ob = output_blocks.len();
-                let ich = chans.pop().expect("one skip per input block");
-                let mut layers = vec![r.res(&format!("output_blocks.{ob}.0"), ch + ich, mc * mult, Resample::None)?];
-                ch = mc * mult;
-                if attn_ds.contains(&ds) {
-                    layers.push(r.attn(&format!("output_blocks.{ob}.{}", layers.len()), ch, true)?);
-                }
-                if level > 0 && i == cfg.num_res_blocks {
-                    let p = format!("output_blocks.{ob}.{}", layers.len());
-                    layers.push(if cfg.resblock_updown {
-                        r.res(&p, ch, ch, Resample::Up)?
-                    } else if cfg.conv_resample {
-                        Layer::Up(Some(r.conv(&format!("{p}.conv"), ch, ch, 3, 1)?))
-                    } else {
-                        Layer::Up(None)
-                    });
-                    ds /= 2;
-                }
-                output_blocks.push(layers);
-            }
+        if level + 1 != cfg.channel_mult.len() {
+            let p = format!("input_blocks.{}.0", input_blocks.len());
+            let layer = if cfg.resblock_updown {
+                r.res(&p, ch, ch, Resample::Down)?
+            } else if cfg.conv_resample {
+                Layer::Down(Some(r.conv(&format!("{p}.op"), ch, ch, 3, 2)?))
+            } else {
+                Layer::Down(None)
+            };
+            input_blocks.push(vec![layer]);
+            chans.push(ch);
+            ds *= 2;
         }
-        let out_norm = r.norm("out.0", ch)?;
-        let out_conv = r.conv("out.2", ch, cfg.out_channels, 3, 1)?;
-        Ok(Parts { time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv })
     }
+    let middle = vec![
+        r.res("middle_block.0", ch, ch, Resample::None)?,
+        r.attn("middle_block.1", ch, false)?,
+        r.res("middle_block.2", ch, ch, Resample::None)?,
+    ];
+    let mut output_blocks = Vec::new();
+    for (level, &mult) in cfg.channel_mult.iter().enumerate().rev() {
+        for i in 0..=cfg.num_res_blocks {
+            let ob = output_blocks.len();
+            let ich = chans.pop().expect("one skip per input block");
+            let mut layers = vec![r.res(&format!("output_blocks.{ob}.0"), ch + ich, mc * mult, Resample::None)?];
+            ch = mc * mult;
+            if attn_ds.contains(&ds) {
+                layers.push(r.attn(&format!("output_blocks.{ob}.{}", layers.len()), ch, true)?);
+            }
+            if level > 0 && i == cfg.num_res_blocks {
+                let p = format!("output_blocks.{ob}.{}", layers.len());
+                layers.push(if cfg.resblock_updown {
+                    r.res(&p, ch, ch, Resample::Up)?
+                } else if cfg.conv_resample {
+                    Layer::Up(Some(r.conv(&format!("{p}.conv"), ch, ch, 3, 1)?))
+                } else {
+                    Layer::Up(None)
+                });
+                ds /= 2;
+            }
+            output_blocks.push(layers);
+        }
+    }
+    let out_norm = r.norm("out.0", ch)?;
+    let out_conv = r.conv("out.2", ch, cfg.out_channels, 3, 1)?;
+    Ok(Parts { time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv })
 }
 
 /// The sinusoidal embedding, computed in f32 as guided-diffusion and diffusers do:

@@ -9,9 +9,9 @@
 //! row and column) with symmetric padding 1: the same sums, so no backend needs a new geometry.
 
 use crate::config::{AttentionOrder, DiffusersArch, Family, Sinusoid, UNetConfig, MAX_LEVELS};
-use crate::desc::{AttnDesc, ConvWeights, Desc, Parts, Reader};
+use crate::desc::{AttnDesc, ConvWeights, Desc, Parts, Reader, ResNames};
 use crate::error::{Error, Result};
-use crate::graph::{Attn, Conv, ConvGeom, Layer, Res, Resample};
+use crate::graph::{Attn, Conv, ConvGeom, Layer, Resample};
 use crate::load::{DiffusionSettings, MAX_STEPS};
 use diffinv_core::{BetaSchedule, VarianceKind};
 use serde_json::{Map, Value};
@@ -406,26 +406,18 @@ pub(crate) fn read_parts(r: &mut Reader<'_>, d: &DiffusersArch) -> Result<Parts>
     Ok(Parts { time0, time2, input_blocks, middle, output_blocks, out_norm, out_conv })
 }
 
-/// `ResnetBlock2D`: `norm1`, `conv1`, `time_emb_proj`, `norm2`, `conv2`, `conv_shortcut`.
+/// `ResnetBlock2D`'s names (the network adds the time embedding: `validate` refuses scale-shift).
+const RES_NAMES: ResNames = ResNames {
+    in_norm: "norm1",
+    in_conv: "conv1",
+    emb: "time_emb_proj",
+    out_norm: "norm2",
+    out_conv: "conv2",
+    skip: "conv_shortcut",
+};
+
 fn res(r: &mut Reader<'_>, p: &str, cin: usize, cout: usize) -> Result<Layer<Desc>> {
-    let ss = false;
-    let in_norm = r.norm(&format!("{p}.norm1"), cin)?;
-    let in_conv = r.conv(&format!("{p}.conv1"), cin, cout, 3, 1)?;
-    let emb = r.proj.len();
-    let proj = r.linear(&format!("{p}.time_emb_proj"), 4 * r.cfg.model_channels, if ss { 2 * cout } else { cout })?;
-    r.proj.push(proj);
-    Ok(Layer::Res(Box::new(Res {
-        cin,
-        cout,
-        resample: Resample::None,
-        scale_shift: ss,
-        emb,
-        in_norm,
-        in_conv,
-        out_norm: r.norm(&format!("{p}.norm2"), cout)?,
-        out_conv: r.conv(&format!("{p}.conv2"), cout, cout, 3, 1)?,
-        skip: if cin == cout { None } else { Some(r.conv(&format!("{p}.conv_shortcut"), cin, cout, 1, 1)?) },
-    })))
+    r.res_named(p, &RES_NAMES, cin, cout, Resample::None)
 }
 
 /// `Attention` (current names `to_q`, `to_k`, `to_v`, `to_out.0`; early diffusers' `query`,

@@ -152,11 +152,7 @@ impl ModelDesc {
 /// The preset whose parameters have exactly the names and shapes of the checkpoint's (a bare
 /// guided-diffusion `state_dict` says nothing else about its architecture).
 pub fn detect_preset(ckpt: &Checkpoint) -> Option<&'static str> {
-    let names: Vec<&String> = ckpt.tensors().keys().collect();
-    let prefix = ["module.", "model.", "state_dict."]
-        .into_iter()
-        .find(|p| !names.is_empty() && names.iter().all(|n| n.starts_with(p)))
-        .unwrap_or("");
+    let prefix = crate::weights::wrapper_prefix(ckpt);
     let found: std::collections::BTreeMap<&str, &[usize]> =
         ckpt.tensors().iter().map(|(k, v)| (&k[prefix.len()..], v.shape.as_slice())).collect();
     detect_preset_by_shapes(&found)

@@ -19,6 +19,16 @@ pub trait WeightSource {
     }
 }
 
+/// The prefix every tensor name of `ckpt` shares when the `state_dict` was saved from a wrapper
+/// (`module.` for DataParallel, `model.`, `state_dict.`), else "".
+pub fn wrapper_prefix(ckpt: &Checkpoint) -> &'static str {
+    let names = ckpt.tensors();
+    ["module.", "model.", "state_dict."]
+        .into_iter()
+        .find(|p| !names.is_empty() && names.keys().all(|n| n.starts_with(p)))
+        .unwrap_or("")
+}
+
 /// Parameters from a checkpoint, with `module.` prefixes (DataParallel) stripped.
 pub struct CheckpointWeights<'a> {
     ckpt: &'a Checkpoint,
@@ -29,13 +39,7 @@ pub struct CheckpointWeights<'a> {
 impl<'a> CheckpointWeights<'a> {
     /// Reads from `ckpt`.
     pub fn new(ckpt: &'a Checkpoint) -> Self {
-        let names: Vec<&String> = ckpt.tensors().keys().collect();
-        let prefix = ["module.", "model.", "state_dict."]
-            .iter()
-            .find(|p| !names.is_empty() && names.iter().all(|n| n.starts_with(*p)))
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        CheckpointWeights { ckpt, prefix, used: BTreeSet::new() }
+        CheckpointWeights { ckpt, prefix: wrapper_prefix(ckpt).to_string(), used: BTreeSet::new() }
     }
 }
 
