@@ -30,16 +30,21 @@ fn dps_steps_match_the_official_code() {
         let z = tensor(&g, &format!("{key}.z"));
         let mut next = Tensor::zeros(x_t.shape());
         let out = dps_step(&mut b, &c, &op, &y, zeta, &x_t, Some(&z), &mut w, &mut next).unwrap();
-        let x0_tol = if t >= 997 { 5e-4 } else { 1e-4 };
+        // x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies the network's error by up to
+        // sqrt(1/abar - 1) = 156 at t = 999, and clipping concentrates it on the few unclipped
+        // elements. With F(4x4, 3x3) Winograd on the 64 and 32 px maps the network's f32 error
+        // is 1.6e-6 (F(2x2, 3x3) only: 3.1e-7), x0_hat's 9.7e-4 at t = 999 (1.1e-4). So eps
+        // is held to 1e-5 here, the source, and x0 near t = 1000 to 2e-3; t = 500 keeps 1e-4.
+        let x0_tol = if t >= 997 { 2e-3 } else { 1e-4 };
         // At t = 998 and 997 almost every x0 element is clipped, and the gradient is the
         // difference g/sqrt(abar) - sqrt(1/abar - 1) J^T g of two terms about 56 times larger than
-        // the result, so the rounding of any f32 VJP is amplified as much. Measured: PyTorch f32
-        // 6.1e-5/4.5e-5; ours 9.8e-5/9.5e-5 (AVX-512, AVX2), 9.4e-5/4.7e-5 (scalar kernel), and
-        // 9.4e-5/1.37e-4 with libm's exp in place of ours (equally accurate). Like x0_hat there,
-        // these two use a doubled tolerance; t = 999 (few clipped) and t = 500 keep 1e-4.
-        let grad_tol = if t == 998 || t == 997 { 2e-4 } else { 1e-4 };
+        // the result, so the rounding of any f32 VJP is amplified as much. Measured with
+        // F(2x2, 3x3) only: PyTorch f32 6.1e-5/4.5e-5; ours 9.8e-5/9.5e-5 (AVX-512, AVX2),
+        // 9.4e-5/4.7e-5 (scalar kernel); with F(4x4, 3x3) on the 64 and 32 px maps 1.7e-4/1.6e-4.
+        // These two use 5e-4; t = 999 (few clipped) and t = 500 keep 1e-4.
+        let grad_tol = if t == 998 || t == 997 { 5e-4 } else { 1e-4 };
         let checks = [
-            ("eps", out.model_out.data(), 1e-4),
+            ("eps", out.model_out.data(), 1e-5),
             ("x0_raw", out.x0_raw.data(), x0_tol),
             ("x0_hat", out.x0.data(), x0_tol),
             ("sample", out.sample.data(), 1e-4),

@@ -328,3 +328,32 @@ fn eval_writes_the_report_and_resumes() {
     };
     assert_eq!(untimed(&std::fs::read_to_string(out.join("results.csv")).unwrap()), untimed(&csv));
 }
+
+#[test]
+fn precision_auto_is_the_measured_choice() {
+    // `bench unet` reports the kernel measurement and what `--precision auto` picks from it.
+    let b = run(&["--json", "bench", "unet", "--config", "celeba64", "--size", "16", "--reps", "1"]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let cal = &v["kernel_calibration"];
+    assert!(cal["f32_gflops"].as_f64().unwrap() > 0.0, "{cal}");
+    let choice = cal["auto"].as_str().unwrap().to_string();
+    let bf16 = cal["bf16_gflops"].as_f64();
+    assert_eq!(choice == "bf16", bf16.is_some_and(|b| b >= 1.3 * cal["f32_gflops"].as_f64().unwrap()), "{cal}");
+    let d = tmp("precision");
+    let face = data("celeba64/009503.png");
+    let restore = |p: &str| {
+        let o = d.join(format!("{p}.png"));
+        let args = ["--seed", "3", "restore", "--task", "sr4", "--method", "dps", "--steps", "3", "--precision", p];
+        let r = run(&[&args[..], &["--from-clean", s(&face), "-o", s(&o)]].concat());
+        (r, o)
+    };
+    let (auto, auto_png) = restore("auto");
+    assert!(auto.status.success(), "{}", String::from_utf8_lossy(&auto.stderr));
+    let (chosen, chosen_png) = restore(&choice);
+    assert!(chosen.status.success(), "{}", String::from_utf8_lossy(&chosen.stderr));
+    assert_eq!(std::fs::read(auto_png).unwrap(), std::fs::read(chosen_png).unwrap(), "auto is {choice}");
+    if bf16.is_none() {
+        fails(&restore("bf16").0, 1, &["--precision bf16", "AVX512-BF16"]);
+    }
+}

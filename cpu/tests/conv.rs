@@ -147,7 +147,8 @@ fn every_conv_path_matches_the_naive_convolution() {
 fn every_winograd_kernel_matches_the_naive_convolution() {
     // Each GEMM kernel (its own panel width), f32 and bf16, with bias, residual and accumulation;
     // odd sizes, odd channel counts (bf16 pads a k-pair), tile rows wider than a panel (tx 70).
-    let cases = [(1, 3, 5, 16, 140), (2, 5, 4, 17, 21), (1, 8, 7, 33, 9), (3, 1, 2, 16, 16)];
+    // F(4x4, 3x3) too: sides that are not multiples of 4, and tile rows wider than a panel.
+    let cases = [(1, 3, 5, 16, 140), (2, 5, 4, 17, 21), (1, 8, 7, 33, 9), (3, 1, 2, 16, 16), (2, 6, 9, 35, 290)];
     for (t, &(n, cin, cout, h, w)) in cases.iter().enumerate() {
         let seed = 100 + 10 * t as u64;
         let (x, wt, b) = (randn(n * cin * h * w, seed), randn(cout * cin * 9, seed + 1), randn(cout, seed + 2));
@@ -158,12 +159,15 @@ fn every_winograd_kernel_matches_the_naive_convolution() {
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let bf16 = Some(Isa::Avx512Bf16).filter(|i| i.available());
         for isa in Isa::all_available().into_iter().chain(bf16) {
-            let wts = WinogradWeights::new(cout, cin, isa.is_bf16(), |co, ci, k| wt[(co * cin + ci) * 9 + k]);
-            let mut y = prev.clone();
-            conv3x3(isa, &wts, cin, cout, &x, n, h, w, Some(&b), &mut y, Some(&res), true);
-            let e = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
-            let tol = if isa.is_bf16() { 2e-2 } else { 1e-5 };
-            assert!(e < tol, "{} case {t} {n}x{cin}->{cout} {h}x{w}: {e:.2e}", isa.name());
+            for tile in [2, 4].into_iter().filter(|&t| t == 2 || !isa.is_bf16()) {
+                let wts =
+                    WinogradWeights::with_tile(tile, cout, cin, isa.is_bf16(), |co, ci, k| wt[(co * cin + ci) * 9 + k]);
+                let mut y = prev.clone();
+                conv3x3(isa, &wts, cin, cout, &x, n, h, w, Some(&b), &mut y, Some(&res), true);
+                let e = y.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs())) / scale;
+                let tol = if isa.is_bf16() { 2e-2 } else { 1e-5 };
+                assert!(e < tol, "{} F({tile}) case {t} {n}x{cin}->{cout} {h}x{w}: {e:.2e}", isa.name());
+            }
         }
     }
 }

@@ -168,3 +168,16 @@ fn bf16_kernel_matches_reference_of_rounded_inputs() {
         }
     }
 }
+
+#[test]
+fn calibration_measures_both_kernels_and_follows_its_rule() {
+    use diffinv_cpu::context::{Calibration, CpuContext, Precision};
+    let c = Calibration::get();
+    assert!(c.f32_gflops.is_finite() && c.f32_gflops > 0.0, "{c:?}");
+    assert_eq!(c.bf16_gflops.is_some(), Isa::Avx512Bf16.available(), "{c:?}");
+    let faster = c.bf16_gflops.is_some_and(|b| b.is_finite() && b >= Calibration::BF16_MARGIN * c.f32_gflops);
+    assert_eq!(c.choice, if faster { Precision::Bf16 } else { Precision::F32 }, "{c:?}");
+    // Measured once per process: the context it gives is the same on every call.
+    assert_eq!(Calibration::get(), c);
+    assert_eq!(CpuContext::fastest().precision, c.choice);
+}

@@ -4,6 +4,7 @@
 use crate::args::{usize_in, DeviceArgs};
 use crate::common::{peak_rss_mib, CliError, Global, Result};
 use clap::{Args, Subcommand};
+use diffinv::cpu::context::Calibration;
 use diffinv::cpu::gemm::Isa;
 use diffinv::cpu::nn::Precision;
 use diffinv::model::UNetConfig;
@@ -46,8 +47,9 @@ pub struct UnetArgs {
     #[arg(long)]
     backward: bool,
     /// Compute type of the convolutions: f32, bf16 (CPU: AVX512-BF16 `vdpbf16ps`, f32 sums),
-    /// or tf32 (GPU tensor cores).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "tf32"])]
+    /// auto (CPU: bf16 where its kernel measures at least 1.3x f32's, as `restore` chooses), or
+    /// tf32 (GPU tensor cores).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "auto", "tf32"])]
     dtype: String,
     /// Images per call (1..=64).
     #[arg(long, default_value_t = 1, value_parser = usize_in(1, 64))]
@@ -121,8 +123,8 @@ fn dps(a: DpsArgs, g: &Global) -> Result<()> {
 /// The CPU context and GPU options `bench unet`'s flags ask for, checked against the device.
 fn contexts(a: &UnetArgs, device: Device) -> Result<(CpuContext, GpuOptions)> {
     let on_gpu = device != Device::Cpu;
-    if on_gpu && (a.dtype == "bf16" || a.isa.is_some() || a.no_winograd) {
-        return Err(CliError::usage("--dtype bf16, --isa and --no-winograd apply to --device cpu"));
+    if on_gpu && (a.dtype == "bf16" || a.dtype == "auto" || a.isa.is_some() || a.no_winograd) {
+        return Err(CliError::usage("--dtype bf16/auto, --isa and --no-winograd apply to --device cpu"));
     }
     if !on_gpu && (a.dtype == "tf32" || a.cudnn || a.profile) {
         return Err(CliError::usage("--dtype tf32, --cudnn and --profile apply to --device cuda"));
@@ -141,6 +143,9 @@ fn contexts(a: &UnetArgs, device: Device) -> Result<(CpuContext, GpuOptions)> {
             return Err(CliError::runtime("--dtype bf16 needs a CPU with AVX512-BF16"));
         }
         cpu = cpu.precision(Precision::Bf16);
+    }
+    if a.dtype == "auto" {
+        cpu = cpu.precision(Calibration::get().choice);
     }
     let gpu = GpuOptions { tf32: a.dtype == "tf32", cudnn: a.cudnn, profile: a.profile };
     Ok((cpu.winograd(!a.no_winograd), gpu))
@@ -165,6 +170,11 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
     let (ms, min_ms, gflop) = (t.median_ms, t.min_ms, t.gflop);
     let gflops = gflop / (ms / 1e3);
     let mode = if a.backward { "forward+input-gradient" } else { "forward" };
+    let cal = Calibration::get();
+    let calibration = serde_json::json!({
+        "f32_gflops": cal.f32_gflops, "bf16_gflops": cal.bf16_gflops,
+        "auto": if cal.choice == Precision::Bf16 { "bf16" } else { "f32" },
+    });
     let kernel = match device {
         Device::Cpu => cpu.conv_isa().name().to_string(),
         Device::Cuda(_) => a.dtype.clone(),
@@ -174,7 +184,7 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
             "config": a.config, "mode": mode, "batch": a.batch, "size": size, "ms": ms, "min_ms": min_ms,
             "gflops": gflops, "gflop": gflop, "peak_rss_mib": peak_rss_mib(), "threads": g.threads_in_use(),
             "dtype": a.dtype, "isa": kernel, "reps": reps, "device": t.device, "winograd": cpu.winograd,
-            "gpu_mem_used_mib": t.device_mib,
+            "gpu_mem_used_mib": t.device_mib, "kernel_calibration": calibration,
         }));
     } else {
         let mem = match t.device_mib {
@@ -185,6 +195,14 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
             "{} {mode} batch {} {size}x{size} on {}: {ms:.1} ms median (min {min_ms:.1}), {gflops:.1} GFLOP/s ({gflop:.1} GFLOP), {mem}, {kernel}",
             a.config, a.batch, t.device
         );
+        if device == Device::Cpu {
+            let bf16 = cal.bf16_gflops.map_or("no AVX512-BF16".into(), |b| format!("bf16 {b:.0} GFLOP/s"));
+            println!(
+                "kernel calibration (one core, in L1): f32 {:.0} GFLOP/s, {bf16}; --precision auto picks {}",
+                cal.f32_gflops,
+                calibration["auto"].as_str().unwrap_or("f32")
+            );
+        }
     }
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! `diffinv denoise`: the seed paper's s4.1 experiment: noise a clean image to level T with the
 //! forward process, then denoise it in one shot (x0_hat) or by the reverse chain.
 
-use crate::args::{usize_in, DeviceArgs, ModelArgs, MAX_STEPS};
+use crate::args::{usize_in, DeviceArgs, ModelArgs, PrecisionArg, MAX_STEPS};
 use crate::common::{CliError, Global, Result};
 use clap::{Args, ValueEnum};
 use diffinv::cpu::image_io::{load_image, save_image, Fit};
 use diffinv::metrics::Metrics;
-use diffinv::{DenoiseMode, Denoising, Device, GpuOptions, Model};
+use diffinv::{CpuContext, DenoiseMode, Denoising, Device, GpuOptions, Model};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct DenoiseArgs {
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
@@ -65,7 +67,8 @@ pub fn run(a: DenoiseArgs, g: &Global) -> Result<()> {
         return Err(CliError::usage(format!("--t must be below {}, got {}", m.diffusion().steps, a.t)));
     }
     let metrics = Metrics::shipped()?;
-    let job = Job { a: &a, g, m: &m, metrics: &metrics, device };
+    let cpu = a.precision.context()?;
+    let job = Job { a: &a, g, m: &m, metrics: &metrics, device, cpu };
     if a.input.is_dir() {
         return crate::folder::run_folder(
             g,
@@ -94,6 +97,7 @@ struct Job<'a> {
     m: &'a Model,
     metrics: &'a Metrics,
     device: (Device, GpuOptions),
+    cpu: CpuContext,
 }
 
 impl Job<'_> {
@@ -113,6 +117,7 @@ impl Job<'_> {
             .index(index)
             .device(self.device.0)
             .gpu_options(self.device.1)
+            .cpu_context(self.cpu)
             .on_step(pb.monitor());
         if let Some(s) = a.steps {
             d = d.steps(s);

@@ -63,6 +63,10 @@ pub struct EvalArgs {
     samples: usize,
     #[command(flatten)]
     device: DeviceArgs,
+    /// CPU convolution arithmetic: f32, or bf16 (needs AVX512-BF16). No `auto` here: a report
+    /// (and its shards, possibly on other machines) is made in one stated precision.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
     /// Run only part of the images: `K/N` (image i goes to shard i mod N + 1), or `auto` (Slurm
     /// job arrays) / `auto/N` (Kubernetes Indexed Jobs of N completions). Each shard writes its
     /// own resumable report folder; `--merge` joins them (docs/cluster.md).
@@ -147,6 +151,7 @@ fn settings_json(a: &EvalArgs, g: &Global) -> Value {
         "grid_rows": a.grid_rows, "samples": a.samples, "seed": g.seed,
         "model": a.model.model, "config": a.model.config,
         "device": a.device.device, "tf32": a.device.tf32, "cudnn": a.device.cudnn,
+        "precision": a.precision,
     })
 }
 
@@ -221,7 +226,12 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
     let model_key = model
         .as_ref()
         .map_or(Value::Null, |m| json!({"file": m.file(), "params": m.num_params(), "config": m.config().to_json()}));
-    let device_key = json!({"device": device.to_string(), "tf32": gpu.tf32, "cudnn": gpu.cudnn});
+    let mut device_key = json!({"device": device.to_string(), "tf32": gpu.tf32, "cudnn": gpu.cudnn});
+    let cpu = crate::args::cpu_context(&a.precision)?;
+    if a.precision != "f32" {
+        // Only then, so that cells made before the flag existed (f32) keep their keys.
+        device_key["precision"] = a.precision.clone().into();
+    }
     let mut skipped: Vec<Value> = Vec::new();
     let judge = Metrics::shipped()?;
     let total = tasks.len() * specs.len() * (0..images.len()).filter(|&i| owned(i)).count();
@@ -323,6 +333,7 @@ fn run_level(a: EvalArgs, g: &Global) -> Result<(Value, String)> {
                             .settings(spec.settings.clone())
                             .device(device)
                             .gpu_options(gpu)
+                            .cpu_context(cpu)
                             .samples(draws)
                             .on_step(move |k, n| {
                                 pbc.set(base);
@@ -481,6 +492,7 @@ fn merge(a: EvalArgs, g: &Global) -> Result<()> {
             tf32: s["tf32"].as_bool().unwrap_or(false),
             cudnn: s["cudnn"].as_bool().unwrap_or(false),
         },
+        precision: text("precision").unwrap_or_else(|| "f32".into()),
         shard: None,
         merge: Vec::new(),
     };

@@ -1,6 +1,6 @@
 //! `diffinv generate`: unconditional samples (ancestral DDPM or DDIM).
 
-use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, MAX_STEPS};
+use crate::args::{f64_in, usize_in, DeviceArgs, ModelArgs, PrecisionArg, MAX_STEPS};
 use crate::common::{CliError, Global, Result};
 use clap::Args;
 use diffinv::cpu::image_io::{save_grid, save_image, to_rgb8};
@@ -31,6 +31,8 @@ pub struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: GenerateArgs, g: &Global) -> Result<()> {
@@ -48,7 +50,13 @@ pub fn run(a: GenerateArgs, g: &Global) -> Result<()> {
     let folder = a.output.is_dir() || a.output.extension().is_none();
     let m = a.model.load()?;
     let pb = g.progress(0, "generate");
-    let mut gen = Generator::new(&m).seed(g.seed).batch(a.batch).device(device).gpu_options(gpu).on_step(pb.monitor());
+    let mut gen = Generator::new(&m)
+        .seed(g.seed)
+        .batch(a.batch)
+        .device(device)
+        .gpu_options(gpu)
+        .cpu_context(a.precision.context()?)
+        .on_step(pb.monitor());
     if let Some(s) = a.steps {
         gen = gen.steps(s);
     }

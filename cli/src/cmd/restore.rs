@@ -1,12 +1,12 @@
 //! `diffinv restore`: solve an inverse problem for one image or a folder of images.
 
-use crate::args::{f64_in, positive_up_to, usize_in, DeviceArgs, ModelArgs, MAX_STEPS, MAX_WEIGHT};
+use crate::args::{f64_in, positive_up_to, usize_in, DeviceArgs, ModelArgs, PrecisionArg, MAX_STEPS, MAX_WEIGHT};
 use crate::common::{CliError, Global, Result};
 use crate::taskargs::OpArgs;
 use clap::Args;
 use diffinv::cpu::image_io::{load_image, save_image, Fit, MAX_SIDE};
 use diffinv::metrics::Metrics;
-use diffinv::{Device, GpuOptions, Method, Model, Op, Restorer, Settings, Task, TaskParams, Tensor};
+use diffinv::{CpuContext, Device, GpuOptions, Method, Model, Op, Restorer, Settings, Task, TaskParams, Tensor};
 use std::path::{Path, PathBuf};
 
 pub const EXAMPLES: &str = "Examples:
@@ -88,6 +88,8 @@ pub struct RestoreArgs {
     pub resize: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// With a folder INPUT: restore only part of its images, `K/N` (image i goes to shard
     /// i mod N + 1), or `auto` / `auto/N` from a Slurm array or Kubernetes Indexed Job
     /// (docs/cluster.md). Every shard writes into the same output folder.
@@ -107,6 +109,8 @@ pub struct Job<'a> {
     pub metrics: Option<&'a Metrics>,
     pub params: TaskParams,
     pub device: (Device, GpuOptions),
+    /// How the CPU computes (`--precision`).
+    pub cpu: CpuContext,
 }
 
 /// A watcher of a run's estimate, `(done, total, x0)` (see `Restorer::on_estimate`).
@@ -161,6 +165,7 @@ impl<'a> Job<'a> {
                 .index(index)
                 .device(self.device.0)
                 .gpu_options(self.device.1)
+                .cpu_context(self.cpu)
                 .samples(a.samples.unwrap_or(1))
                 .on_step(on_step);
         if let Some(d) = &a.denoiser {
@@ -339,7 +344,8 @@ pub fn run(a: RestoreArgs, g: &Global) -> Result<()> {
     crate::common::distinct_outputs(&inputs, &outs)?;
     let model = if method.is_diffusion() { Some(a.model.load()?) } else { None };
     let metrics = if a.from_clean { Some(Metrics::shipped()?) } else { None };
-    let job = Job { a: &a, g, model: model.as_ref(), method, metrics: metrics.as_ref(), params, device };
+    let cpu = a.precision.context()?;
+    let job = Job { a: &a, g, model: model.as_ref(), method, metrics: metrics.as_ref(), params, device, cpu };
     if a.input.is_dir() {
         return run_folder(&job);
     }

@@ -254,6 +254,11 @@ fn run(job: &JobState, r: Request, e: &Engine, stop: &AtomicBool) {
         s.phase = Phase::Running;
         s.position = 0;
     });
+    // The request's --precision, as `restore` reads it.
+    let cpu = match r.args.precision.context() {
+        Ok(c) => c,
+        Err(err) => return fail(job, err.message),
+    };
     let restore = Restore {
         a: &r.args,
         g: &r.global,
@@ -262,6 +267,7 @@ fn run(job: &JobState, r: Request, e: &Engine, stop: &AtomicBool) {
         metrics: r.args.from_clean.then_some(&e.metrics),
         params: r.params.clone(),
         device: e.device,
+        cpu,
     };
     let on_step = |done: usize, total: usize| {
         let elapsed = t0.elapsed().as_secs_f64();

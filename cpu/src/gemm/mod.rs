@@ -486,9 +486,27 @@ unsafe fn block(
 /// way (the Winograd input transform) skip the packing pass; the K blocking, and so every sum's
 /// order, is that of [`gemm_serial`].
 pub fn gemm_prepacked_serial(isa: Isa, a: &PackedA, b: &[f32], n: usize, c: &mut [f32], ldc: usize) {
+    gemm_prepacked_rows(isa, a, 0..a.m.div_ceil(MR), b, n, c, ldc)
+}
+
+/// [`gemm_prepacked_serial`] for A's row panels `panels` only (rows `MR * panels.start..`):
+/// `c` holds those rows, its row 0 being A's row `MR * panels.start`. Callers that split M
+/// between workers give each its panels; every sum's order is the unsplit one's.
+pub fn gemm_prepacked_rows(
+    isa: Isa,
+    a: &PackedA,
+    panels: std::ops::Range<usize>,
+    b: &[f32],
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
     assert!(isa.available(), "kernel {} is not available on this CPU", isa.name());
     assert_eq!(isa.is_bf16(), a.bf16, "the packing of A does not match kernel {}", isa.name());
-    let (m, k, nr) = (a.m, a.k, isa.nr());
+    let (k, nr) = (a.k, isa.nr());
+    assert!(panels.start <= panels.end && panels.end <= a.m.div_ceil(MR), "gemm: row panels out of range");
+    let r0 = panels.start * MR;
+    let m = (panels.end * MR).min(a.m).saturating_sub(r0);
     let kp = if a.bf16 { k.div_ceil(2) } else { k };
     let nq = n.div_ceil(nr);
     assert!(b.len() >= nq * kp * nr, "gemm: packed B too small");
@@ -502,7 +520,7 @@ pub fn gemm_prepacked_serial(isa: Isa, a: &PackedA, b: &[f32], n: usize, c: &mut
     while k0 < k {
         let kc = KC.min(k - k0);
         let (off, kk) = if a.bf16 { (k0 / 2, kc.div_ceil(2)) } else { (k0, kc) };
-        for p in 0..m.div_ceil(MR) {
+        for p in panels.clone() {
             // SAFETY: C holds m x n at stride ldc (checked above); B's panels are in bounds.
             unsafe {
                 tile_row(
@@ -512,8 +530,8 @@ pub fn gemm_prepacked_serial(isa: Isa, a: &PackedA, b: &[f32], n: usize, c: &mut
                     kk,
                     kp * nr,
                     nq,
-                    MR.min(m - p * MR),
-                    p * MR,
+                    MR.min(a.m - p * MR),
+                    p * MR - r0,
                     0,
                     n,
                     cptr,

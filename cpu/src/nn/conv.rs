@@ -10,6 +10,10 @@ use diffinv_model::ConvGeom;
 /// Feature maps at least this wide run 3x3 stride-1 convolutions by Winograd F(2x2, 3x3).
 pub const WINOGRAD_MIN: usize = 16;
 
+/// f32 maps at least this wide and high use F(4x4, 3x3) instead: 2.25x fewer products than
+/// F(2x2, 3x3), and enough 4x4 tiles to fill the GEMM kernel's panels.
+pub const WINOGRAD4_MIN: usize = 32;
+
 /// The arithmetic of the convolutions' GEMMs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
@@ -227,8 +231,9 @@ pub struct Conv2d {
     /// Keep the bf16 weights made by a bf16 call even when `cache_transposed` is off (the
     /// default: a model run in bf16 pays their memory rather than a transform per call).
     cache_bf16: bool,
-    /// Winograd-transformed weights (forward, adjoint) x (f32, bf16), made on first use.
-    wino: [std::sync::OnceLock<WinogradWeights>; 4],
+    /// Winograd-transformed weights, made on first use: F(2x2, 3x3) (forward, adjoint) x
+    /// (f32, bf16), then F(4x4, 3x3) f32 forward and adjoint.
+    wino: [std::sync::OnceLock<WinogradWeights>; 6],
 }
 
 impl Conv2d {
@@ -311,7 +316,7 @@ impl Conv2d {
         let (il, ol) = (self.cin * h * w, self.cout * oh * ow);
         assert!(x.len() >= n * il && out.len() >= n * ol, "conv: buffer sizes");
         if self.winograd_fits(ctx, h, w) {
-            self.with_winograd(ctx, false, |isa, wts| {
+            self.with_winograd(ctx, false, h, w, |isa, wts| {
                 winograd::conv3x3(
                     isa,
                     wts,
@@ -379,21 +384,32 @@ impl Conv2d {
     }
 
     /// Runs `f` with the Winograd weights of the forward (`adjoint = false`) or adjoint
-    /// convolution at `prec`: cached, or transformed for this call only when the weights are not
-    /// cached (large models, see [`Conv2d::set_cache_transposed`]).
-    fn with_winograd<R>(&self, ctx: &CpuContext, adjoint: bool, f: impl FnOnce(Isa, &WinogradWeights) -> R) -> R {
+    /// convolution in `ctx`'s precision, with the tile an `h x w` map takes (4x4 for f32 maps of
+    /// at least [`WINOGRAD4_MIN`], else 2x2): cached, or transformed for this call only when the
+    /// weights are not cached (large models, see [`Conv2d::set_cache_transposed`]).
+    #[allow(clippy::too_many_arguments)]
+    fn with_winograd<R>(
+        &self,
+        ctx: &CpuContext,
+        adjoint: bool,
+        h: usize,
+        w: usize,
+        f: impl FnOnce(Isa, &WinogradWeights) -> R,
+    ) -> R {
         let (bf16, isa) = (ctx.uses_bf16(), ctx.conv_isa());
+        let tile = if !bf16 && h >= WINOGRAD4_MIN && w >= WINOGRAD4_MIN { 4 } else { 2 };
         let p = &self.packed;
         let make = || {
             if adjoint {
                 // W'[ci, co, t] = W[co, ci, 8 - t]
-                WinogradWeights::new(self.cin, self.cout, bf16, |ci, co, t| p.get(co, ci * 9 + 8 - t))
+                WinogradWeights::with_tile(tile, self.cin, self.cout, bf16, |ci, co, t| p.get(co, ci * 9 + 8 - t))
             } else {
-                WinogradWeights::new(self.cout, self.cin, bf16, |co, ci, t| p.get(co, ci * 9 + t))
+                WinogradWeights::with_tile(tile, self.cout, self.cin, bf16, |co, ci, t| p.get(co, ci * 9 + t))
             }
         };
+        let slot = if tile == 4 { 4 + usize::from(adjoint) } else { 2 * usize::from(adjoint) + usize::from(bf16) };
         if self.cache_transposed || (bf16 && self.cache_bf16) {
-            f(isa, self.wino[2 * usize::from(adjoint) + usize::from(bf16)].get_or_init(make))
+            f(isa, self.wino[slot].get_or_init(make))
         } else {
             f(isa, &make())
         }
@@ -450,7 +466,7 @@ impl Conv2d {
         // transposed kernel.
         let same = self.stride == 1 && 2 * self.pad + 1 == self.k;
         if self.winograd_fits(ctx, h, w) {
-            self.with_winograd(ctx, true, |isa, wts| {
+            self.with_winograd(ctx, true, h, w, |isa, wts| {
                 winograd::conv3x3(isa, wts, self.cout, self.cin, gy, n, h, w, None, gx, None, accumulate)
             });
             return;
