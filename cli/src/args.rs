@@ -2,6 +2,7 @@
 
 use crate::common::{CliError, Result};
 use clap::Args;
+use diffinv::cpu::context::{Calibration, Precision};
 use diffinv::{CpuContext, Device, GpuOptions, Model};
 use std::path::PathBuf;
 
@@ -73,15 +74,21 @@ impl PrecisionArg {
     }
 }
 
-/// The CPU context of a precision name (`auto`, `f32`, `bf16`).
+/// The CPU context of a `--precision` name (`auto`, `f32`, `bf16`).
 pub fn cpu_context(precision: &str) -> Result<CpuContext> {
-    Ok(match precision {
-        "auto" => CpuContext::fastest(),
+    Ok(CpuContext::default().precision(parse_precision("--precision", precision)?))
+}
+
+/// The CPU precision `flag`'s value `name` asks for: `auto` is what [`Calibration`] measured
+/// (as `CpuContext::fastest`), `bf16` needs AVX512-BF16, anything else is f32.
+pub fn parse_precision(flag: &str, name: &str) -> Result<Precision> {
+    Ok(match name {
+        "auto" => Calibration::get().choice,
         "bf16" if !diffinv::cpu::gemm::Isa::Avx512Bf16.available() => {
-            return Err(CliError::runtime("--precision bf16 needs a CPU with AVX512-BF16"))
+            return Err(CliError::runtime(format!("{flag} bf16 needs a CPU with AVX512-BF16")))
         }
-        "bf16" => CpuContext::default().precision(diffinv::cpu::nn::Precision::Bf16),
-        _ => CpuContext::default(),
+        "bf16" => Precision::Bf16,
+        _ => Precision::F32,
     })
 }
 

@@ -138,14 +138,8 @@ fn contexts(a: &UnetArgs, device: Device) -> Result<(CpuContext, GpuOptions)> {
         }
         None => CpuContext::default(),
     };
-    if a.dtype == "bf16" {
-        if !Isa::Avx512Bf16.available() {
-            return Err(CliError::runtime("--dtype bf16 needs a CPU with AVX512-BF16"));
-        }
-        cpu = cpu.precision(Precision::Bf16);
-    }
-    if a.dtype == "auto" {
-        cpu = cpu.precision(Calibration::get().choice);
+    if !on_gpu {
+        cpu = cpu.precision(crate::args::parse_precision("--dtype", &a.dtype)?);
     }
     let gpu = GpuOptions { tf32: a.dtype == "tf32", cudnn: a.cudnn, profile: a.profile };
     Ok((cpu.winograd(!a.no_winograd), gpu))
@@ -170,11 +164,12 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
     let (ms, min_ms, gflop) = (t.median_ms, t.min_ms, t.gflop);
     let gflops = gflop / (ms / 1e3);
     let mode = if a.backward { "forward+input-gradient" } else { "forward" };
-    let cal = Calibration::get();
-    let calibration = serde_json::json!({
-        "f32_gflops": cal.f32_gflops, "bf16_gflops": cal.bf16_gflops,
-        "auto": if cal.choice == Precision::Bf16 { "bf16" } else { "f32" },
-    });
+    // What `--precision auto` measures and picks (CPU runs only; null on a GPU).
+    let cal = (device == Device::Cpu).then(Calibration::get);
+    let auto = |c: &Calibration| if c.choice == Precision::Bf16 { "bf16" } else { "f32" };
+    let calibration = cal
+        .as_ref()
+        .map(|c| serde_json::json!({"f32_gflops": c.f32_gflops, "bf16_gflops": c.bf16_gflops, "auto": auto(c)}));
     let kernel = match device {
         Device::Cpu => cpu.conv_isa().name().to_string(),
         Device::Cuda(_) => a.dtype.clone(),
@@ -195,12 +190,12 @@ fn unet(a: UnetArgs, g: &Global) -> Result<()> {
             "{} {mode} batch {} {size}x{size} on {}: {ms:.1} ms median (min {min_ms:.1}), {gflops:.1} GFLOP/s ({gflop:.1} GFLOP), {mem}, {kernel}",
             a.config, a.batch, t.device
         );
-        if device == Device::Cpu {
-            let bf16 = cal.bf16_gflops.map_or("no AVX512-BF16".into(), |b| format!("bf16 {b:.0} GFLOP/s"));
+        if let Some(c) = &cal {
+            let bf16 = c.bf16_gflops.map_or("no AVX512-BF16".into(), |b| format!("bf16 {b:.0} GFLOP/s"));
             println!(
                 "kernel calibration (one core, in L1): f32 {:.0} GFLOP/s, {bf16}; --precision auto picks {}",
-                cal.f32_gflops,
-                calibration["auto"].as_str().unwrap_or("f32")
+                c.f32_gflops,
+                auto(c)
             );
         }
     }

@@ -117,9 +117,9 @@ thread_local! {
 struct Scratch {
     /// The transformed input, already in the GEMM's packed-B layout, per position `e`.
     v: Vec<f32>,
-    /// The 16 products, `cout x tc` each.
+    /// The E products, `cout x tc` each (in a one-chunk map, a worker's output rows only).
     m: Vec<f32>,
-    /// The chunk's 16 components for a channel (and its pair partner in bf16).
+    /// The chunk's E components for a channel (and its pair partner in bf16).
     comp: Vec<f32>,
     /// The output transform's scratch.
     g: Vec<f32>,
@@ -141,12 +141,14 @@ impl Ptr {
 }
 
 /// `out = conv3x3(x) + bias (+ residual) (+ out if accumulate)` for `n` images of `cin x h x w`
-/// (zero padding 1, stride 1), through `wts`. Work is split into chunks of whole tile rows, each
-/// transformed, multiplied (16 single-threaded GEMMs) and transformed back by one worker, with
-/// its buffers in that core's cache. A map that is a single chunk (16 px and less at batch 1)
-/// runs its three stages in parallel instead: channels, then the 16 products, then output
-/// channels. The input transform writes straight into the kernel's packed-B layout (bf16 k-pairs
-/// for the bf16 kernel), so the GEMMs pack nothing. Neither split changes any sum's order.
+/// (zero padding 1, stride 1), through `wts` (whose tile, 2 or 4, sets the transforms). Work is
+/// split into chunks of whole tile rows, each transformed, multiplied (E single-threaded GEMMs)
+/// and transformed back by one worker, with its buffers in that core's cache. A map that is a
+/// single chunk (up to 64 tiles, e.g. 16 px with 2x2 tiles or 32 px with 4x4 at batch 1) is split
+/// between the workers in two stages instead: input channels, then groups of output channels
+/// (their products and output transform). The input transform writes straight into the kernel's
+/// packed-B layout (bf16 k-pairs for the bf16 kernel), so the GEMMs pack nothing. Neither split
+/// changes any sum's order.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     isa: Isa,
@@ -167,9 +169,8 @@ pub fn conv3x3(
     let kp = if isa.is_bf16() { cin.div_ceil(2) } else { cin };
     assert!(x.len() >= n * cin * h * w && out.len() >= n * cout * h * w, "winograd: buffer sizes");
     assert_eq!(wts.u.len(), (tile + 2) * (tile + 2), "winograd: weights of another tile");
-    let ne = wts.u.len();
     let out = Ptr(out.as_mut_ptr());
-    let call = Call { isa, wts, tile, ne, cin, cout, x, h, w, tx, kp, bias, residual, accumulate, out };
+    let call = Call { isa, wts, cin, cout, x, h, w, tx, kp, bias, residual, accumulate, out };
     let rows_total = n * ty;
     let rows_per_chunk = (CHUNK / tx).clamp(1, rows_total);
     let chunks = rows_total.div_ceil(rows_per_chunk);
@@ -204,9 +205,6 @@ thread_local! {
 struct Call<'a> {
     isa: Isa,
     wts: &'a WinogradWeights,
-    /// Output tile side (2 or 4) and the number of products, (tile + 2)^2.
-    tile: usize,
-    ne: usize,
     cin: usize,
     cout: usize,
     x: &'a [f32],
@@ -222,6 +220,16 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Output tile side: 2 or 4.
+    fn tile(&self) -> usize {
+        self.wts.tile
+    }
+
+    /// The number of products, `(tile + 2)^2`.
+    fn ne(&self) -> usize {
+        self.wts.u.len()
+    }
+
     /// Floats of V per position e for `tc` tiles: nq panels of kp x nr (see
     /// gemm_prepacked_serial).
     fn vsz(&self, tc: usize) -> usize {
@@ -232,7 +240,7 @@ impl Call<'_> {
     /// One chunk (`sc.rows`) on this worker: transform, multiply, transform back.
     fn chunk(&self, sc: &mut Scratch) {
         let (nr, tc) = (self.isa.nr(), sc.rows.len() * self.tx);
-        let (vsz, ne) = (self.vsz(tc), self.ne);
+        let (vsz, ne) = (self.vsz(tc), self.ne());
         sc.v.resize(ne * vsz, 0.0);
         sc.m.resize(ne * self.cout * tc, 0.0);
         sc.comp.resize(2 * ne * tc, 0.0);
@@ -260,7 +268,7 @@ impl Call<'_> {
     /// channels, then groups of output channels (their products and output transform).
     fn whole(&self, sh: &mut Scratch) {
         let tc = sh.rows.len() * self.tx;
-        let (vsz, ne) = (self.vsz(tc), self.ne);
+        let (vsz, ne) = (self.vsz(tc), self.ne());
         sh.v.resize(ne * vsz, 0.0);
         let (vptr, rows) = (Ptr(sh.v.as_mut_ptr()), &sh.rows);
         (0..self.kp).into_par_iter().for_each(|q| {
@@ -300,7 +308,7 @@ impl Call<'_> {
     /// # Safety
     /// `v` points at ne vsz floats whose channel-q rows no other thread touches meanwhile.
     unsafe fn transform_channel(&self, q: usize, rows: &[(usize, usize)], comp: &mut [f32], v: Ptr, vsz: usize) {
-        let (nr, bf16, tc, ne) = (self.isa.nr(), self.isa.is_bf16(), rows.len() * self.tx, self.ne);
+        let (nr, bf16, tc, ne) = (self.isa.nr(), self.isa.is_bf16(), rows.len() * self.tx, self.ne());
         let c0 = if bf16 { 2 * q } else { q };
         let (lo, hi) = comp[..2 * ne * tc].split_at_mut(ne * tc);
         self.input(c0, rows, lo, tc);
@@ -329,12 +337,12 @@ impl Call<'_> {
 
     /// The components of input channel `ci` over the tile rows: `out[e*os + t]`.
     fn input(&self, ci: usize, rows: &[(usize, usize)], out: &mut [f32], os: usize) {
-        if self.tile == 2 {
+        if self.tile() == 2 {
             input_chunk(self.x, self.cin, ci, self.h, self.w, rows, out, os);
         } else {
             INPUT4.with(|g| {
                 let g = &mut *g.borrow_mut();
-                g.resize(6 * (self.w + 8), 0.0);
+                g.resize(6 * (self.w + 8) + self.w, 0.0);
                 input_chunk4(self.x, self.cin, ci, self.h, self.w, rows, g, out, os)
             });
         }
@@ -347,36 +355,29 @@ impl Call<'_> {
         let (h, w, tx, cout) = (self.h, self.w, self.tx, self.cout);
         let tc = rows.len() * tx;
         let bias = self.bias.map_or(0.0, |b| b[co]);
-        if self.tile == 4 {
+        let t = self.tile();
+        if t == 4 {
             output_chunk4(m, es, off, tc, bias, g);
-            let y = &g[..16 * tc];
-            for (rr, &(img, tyi)) in rows.iter().enumerate() {
-                let nrows = (h - 4 * tyi).min(4);
-                let base = (img * cout + co) * h * w + 4 * tyi * w;
-                // SAFETY: these output rows (channel co of this tile row) are written by this call only.
-                let orows = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(base), nrows * w) };
-                let res = self.residual.map(|rs| &rs[base..base + nrows * w]);
-                let part = |k: usize| &y[k * tc + rr * tx..k * tc + (rr + 1) * tx];
-                for r in 0..nrows {
-                    let parts = [part(4 * r), part(4 * r + 1), part(4 * r + 2), part(4 * r + 3)];
-                    let res_r = res.map(|x| &x[r * w..(r + 1) * w]);
-                    store_row4(parts, res_r, self.accumulate, &mut orows[r * w..(r + 1) * w]);
-                }
-            }
-            return;
+        } else {
+            output_chunk(m, es, off, tc, bias, g);
         }
-        output_chunk(m, es, off, tc, bias, g);
-        let y = &g[..4 * tc];
+        // Pixel (r, c) of every tile at y[(t r + c)*tc..].
+        let y = &g[..t * t * tc];
         for (rr, &(img, tyi)) in rows.iter().enumerate() {
-            let nrows = (h - 2 * tyi).min(2);
-            let base = (img * cout + co) * h * w + 2 * tyi * w;
+            let nrows = (h - t * tyi).min(t);
+            let base = (img * cout + co) * h * w + t * tyi * w;
             // SAFETY: these output rows (channel co of this tile row) are written by this call only.
             let orows = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(base), nrows * w) };
             let res = self.residual.map(|rs| &rs[base..base + nrows * w]);
             let part = |k: usize| &y[k * tc + rr * tx..k * tc + (rr + 1) * tx];
-            store_row(part(0), part(1), res.map(|r| &r[..w]), self.accumulate, &mut orows[..w]);
-            if nrows == 2 {
-                store_row(part(2), part(3), res.map(|r| &r[w..]), self.accumulate, &mut orows[w..]);
+            for (r, orow) in orows.chunks_exact_mut(w).enumerate() {
+                let res_r = res.map(|x| &x[r * w..(r + 1) * w]);
+                if t == 4 {
+                    let parts = [part(4 * r), part(4 * r + 1), part(4 * r + 2), part(4 * r + 3)];
+                    store_row4(parts, res_r, self.accumulate, orow);
+                } else {
+                    store_row(part(2 * r), part(2 * r + 1), res_r, self.accumulate, orow);
+                }
             }
         }
     }
@@ -565,79 +566,64 @@ multiversion! {
     /// `ci`: `out[e*os + t]` (`os >= tc`), tile t = column j of tile row `rows[t / tx]`, with 6x6
     /// input tiles at a stride of 4. Down the six input rows first ([`bt6`] on whole rows,
     /// contiguous), then along each result, whose stride-4 groups compile to vector shuffles.
-    /// `g` (at least 6 (w + 8)) is scratch.
+    /// `g` (at least 6 (w + 8) + w) is scratch.
     #[allow(clippy::too_many_arguments)]
     fn input_chunk4(x: &[f32], cin: usize, ci: usize, h: usize, w: usize, rows: &[(usize, usize)], g: &mut [f32], out: &mut [f32], os: usize) {
         let tx = w.div_ceil(4);
         // A vertical row: [0, v[0..w], 0...], 4 tx + 4 long.
         let vl = 4 * tx + 4;
-        assert!(out.len() >= 35 * os + rows.len() * tx && os >= rows.len() * tx && g.len() >= 6 * vl);
-        let zero = [0.0f32; 0];
+        assert!(out.len() >= 35 * os + rows.len() * tx && os >= rows.len() * tx && g.len() >= 6 * vl + w);
+        // A zero row stands for the padding rows above and below the image.
+        let (g, zero) = g.split_at_mut(6 * vl);
+        let zero = &mut zero[..w];
+        zero.fill(0.0);
+        let zero = &*zero;
         for (rr, &(img, tyi)) in rows.iter().enumerate() {
             let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
-            let mut src: [&[f32]; 6] = [&zero; 6];
+            let mut src: [&[f32]; 6] = [zero; 6];
             for (r, s) in src.iter_mut().enumerate() {
                 let yy = (4 * tyi + r).wrapping_sub(1);
                 if yy < h {
                     *s = &plane[yy * w..(yy + 1) * w];
                 }
             }
-            vertical6(&src, w, &mut g[..6 * vl]);
-            let o = rr * tx;
-            for xi in 0..6 {
-                let p = &g[xi * vl..(xi + 1) * vl];
-                let block = &mut out[6 * xi * os + o..];
-                let (o0, rest) = block.split_at_mut(os);
-                let (o1, rest) = rest.split_at_mut(os);
-                let (o2, rest) = rest.split_at_mut(os);
-                let (o3, rest) = rest.split_at_mut(os);
-                let (o4, o5) = rest.split_at_mut(os);
-                let outs = [&mut o0[..tx], &mut o1[..tx], &mut o2[..tx], &mut o3[..tx], &mut o4[..tx], &mut o5[..tx]];
-                horizontal6(p, outs);
+            vertical6(&src, rows6(g, vl, vl));
+            for (xi, p) in g.chunks_exact(vl).enumerate() {
+                horizontal6(p, rows6(&mut out[6 * xi * os + rr * tx..], os, tx));
             }
         }
     }
 }
 
-/// `B^T` down six input rows (empty = zero padding) into `g`: row xi at `g[xi * vl..]`, as
-/// `[0, v[0..w], 0, ...]` (the left zero is the tiles' padding column).
+/// Six rows of `len` floats at a stride of `stride` in `buf`, as separate slices.
 #[inline(always)]
-fn vertical6(src: &[&[f32]; 6], w: usize, g: &mut [f32]) {
-    let vl = g.len() / 6;
-    let (g0, rest) = g.split_at_mut(vl);
-    let (g1, rest) = rest.split_at_mut(vl);
-    let (g2, rest) = rest.split_at_mut(vl);
-    let (g3, rest) = rest.split_at_mut(vl);
-    let (g4, g5) = rest.split_at_mut(vl);
+fn rows6(buf: &mut [f32], stride: usize, len: usize) -> [&mut [f32]; 6] {
+    let mut it = buf.chunks_mut(stride);
+    std::array::from_fn(|_| &mut it.next().expect("six rows")[..len])
+}
+
+/// `B^T` down six input rows of w floats into the vertical rows `g`, each `[0, v[0..w], 0, ...]`
+/// (the left zero is the tiles' padding column).
+#[inline(always)]
+fn vertical6(src: &[&[f32]; 6], g: [&mut [f32]; 6]) {
+    let w = src[0].len();
+    let [g0, g1, g2, g3, g4, g5] = g;
     for gr in [&mut *g0, &mut *g1, &mut *g2, &mut *g3, &mut *g4, &mut *g5] {
         gr[0] = 0.0;
         gr[w + 1..].fill(0.0);
     }
-    let at = |r: usize, i: usize| if src[r].is_empty() { 0.0 } else { src[r][i] };
-    if src.iter().all(|s| s.len() == w) {
-        let (s0, s1, s2, s3, s4, s5) = (src[0], src[1], src[2], src[3], src[4], src[5]);
-        let (g0, g1, g2, g3, g4, g5) =
-            (&mut g0[1..=w], &mut g1[1..=w], &mut g2[1..=w], &mut g3[1..=w], &mut g4[1..=w], &mut g5[1..=w]);
-        for i in 0..w {
-            let v = bt6([s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]]);
-            g0[i] = v[0];
-            g1[i] = v[1];
-            g2[i] = v[2];
-            g3[i] = v[3];
-            g4[i] = v[4];
-            g5[i] = v[5];
-        }
-    } else {
-        // Rows above or below the image (edge tile rows only).
-        for i in 0..w {
-            let v = bt6([at(0, i), at(1, i), at(2, i), at(3, i), at(4, i), at(5, i)]);
-            g0[i + 1] = v[0];
-            g1[i + 1] = v[1];
-            g2[i + 1] = v[2];
-            g3[i + 1] = v[3];
-            g4[i + 1] = v[4];
-            g5[i + 1] = v[5];
-        }
+    let [s0, s1, s2, s3, s4, s5] = *src;
+    let (s1, s2, s3, s4, s5) = (&s1[..w], &s2[..w], &s3[..w], &s4[..w], &s5[..w]);
+    let (g0, g1, g2, g3, g4, g5) =
+        (&mut g0[1..=w], &mut g1[1..=w], &mut g2[1..=w], &mut g3[1..=w], &mut g4[1..=w], &mut g5[1..=w]);
+    for i in 0..w {
+        let v = bt6([s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]]);
+        g0[i] = v[0];
+        g1[i] = v[1];
+        g2[i] = v[2];
+        g3[i] = v[3];
+        g4[i] = v[4];
+        g5[i] = v[5];
     }
 }
 
